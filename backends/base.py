@@ -1,0 +1,77 @@
+"""The interface every device backend implements.
+
+A backend answers questions about one kind of device (is it usable, which device string this process
+uses, which precision and attention implementation fit it, which collective backend multi-process
+training needs) and does any process-wide setup before the model loads. Nothing outside ``backends/``
+talks to ``torch.cuda``, ``torch.npu`` or ``torch_npu`` directly.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Backend", "Availability", "PRECISIONS"]
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Availability:
+    ok: bool
+    reason: str  # why not (or what was found), in words a user can act on
+
+
+class Backend(ABC):
+    #: short name used on the command line and in recipes
+    name: str = ""
+    #: torch device type
+    device_type: str = ""
+    #: torch.distributed backend for multi-process training
+    dist_backend: str = ""
+    #: environment variable that restricts which devices this process sees
+    visible_devices_env: str | None = None
+
+    @abstractmethod
+    def availability(self) -> Availability: ...
+
+    def is_available(self) -> bool:
+        return self.availability().ok
+
+    def device_count(self) -> int:
+        return 1
+
+    def device(self, local_rank: int | None = None) -> str:
+        """Device string for this process (``npu:{LOCAL_RANK}`` and so on)."""
+        if local_rank is None:
+            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        return f"{self.device_type}:{local_rank}"
+
+    @abstractmethod
+    def supports_precision(self, precision: str) -> Availability: ...
+
+    @abstractmethod
+    def default_precision(self) -> tuple[str, str]:
+        """(precision, why)."""
+
+    def attn_implementation(self) -> tuple[str, str]:
+        """(attn_implementation for from_pretrained, why)."""
+        return "sdpa", "PyTorch scaled-dot-product attention"
+
+    def setup(self, options: dict[str, Any] | None = None) -> None:
+        """Process-wide setup needed before the model loads."""
+
+    def memory_stats(self) -> dict[str, int]:
+        return {}
+
+    def empty_cache(self) -> None:
+        pass
+
+    def training_args_overrides(self) -> dict[str, Any]:
+        """Extra TrainingArguments this device needs (for example use_cpu on CPU)."""
+        return {}
+
+    def visible_devices(self) -> str | None:
+        return os.environ.get(self.visible_devices_env) if self.visible_devices_env else None

@@ -1,0 +1,162 @@
+"""Tokenizer, base model and LoRA adapter."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .recipe import Recipe
+
+__all__ = [
+    "ModelSource",
+    "resolve_model",
+    "load_tokenizer",
+    "load_model",
+    "apply_lora",
+    "lora_config_for",
+    "count_parameters",
+    "save_tokenizer",
+    "TORCH_DTYPES",
+]
+
+log = logging.getLogger(__name__)
+
+TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from: ``path`` is what from_pretrained receives."""
+
+    spec: str  # as written in the recipe
+    path: str
+    description: str
+
+
+def resolve_model(spec: str) -> ModelSource:
+    """Turn ``model_name_or_path`` into something ``from_pretrained`` can load."""
+    from .demo import demo_model_path, is_demo_id
+
+    if is_demo_id(spec):
+        path = demo_model_path(spec)
+        return ModelSource(spec, str(path), f"{spec} (bundled demo, built at {path})")
+    local = Path(spec).expanduser()
+    if local.exists():
+        if not local.is_dir() or not (local / "config.json").is_file():
+            raise UserError(
+                f"model_name_or_path {spec!r} is not a model folder (no config.json in it); point it at the "
+                "folder that holds config.json, the weights and the tokenizer"
+            )
+        return ModelSource(spec, str(local.resolve()), f"local folder {local.resolve()}")
+    if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        raise UserError(
+            f"model_name_or_path {spec!r} is neither an existing folder nor a hub id of the form ORG/NAME"
+        )
+    return ModelSource(spec, spec, f"{spec} (Hugging Face hub)")
+
+
+def load_tokenizer(source: ModelSource, recipe: Recipe):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=recipe.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load the tokenizer of {source.spec}: {_first_line(e)}") from None
+    return tokenizer
+
+
+def load_model(source: ModelSource, recipe: Recipe, *, precision: str, attn_implementation: str):
+    """The base model in the training precision (adapters stay fp32, see apply_lora)."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    dtype = getattr(torch, TORCH_DTYPES[precision])
+    # transformers 5 renamed torch_dtype to dtype; 4.45 (the openMind stack) only knows torch_dtype
+    dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    kwargs: dict[str, Any] = {
+        dtype_key: dtype,
+        "trust_remote_code": recipe.trust_remote_code,
+        "attn_implementation": attn_implementation,
+    }
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load the model {source.spec}: {_first_line(e)}") from None
+    if recipe.gradient_checkpointing:
+        # use_reentrant=False works with frozen inputs; enable_input_require_grads keeps the reentrant
+        # variant (which some remote-code models force) from silently producing no gradients.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+        model.config.use_cache = False
+    return model
+
+
+def lora_config_for(recipe: Recipe):
+    from peft import LoraConfig, TaskType
+
+    if recipe.pissa_init:
+        init: Any = "pissa" if recipe.pissa_iter == -1 else f"pissa_niter_{recipe.pissa_iter}"
+    else:
+        init = True
+    target: Any = "all-linear" if recipe.lora_target == ["all"] else list(recipe.lora_target)
+    return LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=recipe.lora_rank,
+        lora_alpha=recipe.resolved_lora_alpha,
+        lora_dropout=recipe.lora_dropout,
+        target_modules=target,
+        modules_to_save=list(recipe.additional_target) if recipe.additional_target else None,
+        bias="none",
+        use_rslora=recipe.use_rslora,
+        use_dora=recipe.use_dora,
+        init_lora_weights=init,
+    )
+
+
+def apply_lora(model, recipe: Recipe):
+    """Wrap the model with a LoRA adapter; trainable weights stay fp32 whatever the base dtype."""
+    from peft import get_peft_model
+
+    config = lora_config_for(recipe)
+    try:
+        return get_peft_model(model, config)
+    except ValueError as e:
+        names = sorted({n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n})
+        raise UserError(
+            f"cannot attach LoRA with lora_target={recipe.lora_target} additional_target="
+            f"{recipe.additional_target}: {_first_line(e)} (module names in this model: {', '.join(names[:30])})"
+        ) from None
+
+
+def save_tokenizer(tokenizer, out: str | Path) -> None:
+    """Save the tokenizer so that both stacks load it: transformers 4.45 (openMind) understands neither
+    the TokenizersBackend class name nor chat_template.jinja, so keep a classic class name and the
+    template inside tokenizer_config.json."""
+    import json
+
+    tokenizer.save_pretrained(str(out), save_jinja_files=False)
+    cfg_path = Path(out) / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    if cfg.get("tokenizer_class") == "TokenizersBackend":
+        cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    if isinstance(tokenizer.chat_template, str):
+        cfg["chat_template"] = tokenizer.chat_template
+    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    stale = Path(out) / "chat_template.jinja"
+    if stale.exists():
+        stale.unlink()
+
+
+def count_parameters(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,299 @@
+"""One training run, top to bottom: recipe -> backend -> tokenizer -> data -> model + LoRA -> Trainer
+-> saved adapter, logs and plots.
+
+Everything that can be wrong with the user's input (recipe, device, data, model folder, training
+settings) is checked before the output directory is touched, so a refused run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .console import echo, is_main_process, kv
+from .errors import UserError
+from .recipe import Recipe
+
+__all__ = ["Plan", "make_plan", "prepare_data", "run_training", "RUN_CONFIG"]
+
+RUN_CONFIG = "run_config.yaml"
+# Files a run writes into output_dir; overwrite_output_dir removes exactly these (and checkpoint-*).
+RUN_ARTIFACTS = (
+    RUN_CONFIG,
+    "trainer_log.jsonl",
+    "training_loss.png",
+    "training_eval_loss.png",
+    "adapter_model.safetensors",
+    "adapter_config.json",
+    "trainer_state.json",
+    "train_results.json",
+    "eval_results.json",
+    "all_results.json",
+    "training_args.bin",
+    "README.md",
+)
+
+
+@dataclass
+class Plan:
+    """What the backend decided for this run, and why (printed at the start of train)."""
+
+    backend: Any
+    device: str
+    device_why: str
+    precision: str
+    precision_why: str
+    attn_implementation: str
+    attn_why: str
+
+    def lines(self, framework: str) -> list[tuple[str, str]]:
+        return [
+            ("device", f"{self.device} ({self.device_why})"),
+            ("framework", framework),
+            ("precision", f"{self.precision} ({self.precision_why})"),
+            ("attention", f"{self.attn_implementation} ({self.attn_why})"),
+        ]
+
+
+def make_plan(recipe: Recipe, device: str | None = None) -> Plan:
+    from backends import BackendError, select_backend
+
+    try:
+        backend, why = select_backend(device or recipe.device)
+    except BackendError as e:
+        raise UserError(str(e)) from None
+    wanted = recipe.requested_precision
+    if wanted == "auto":
+        precision, precision_why = backend.default_precision()
+    else:
+        support = backend.supports_precision(wanted)
+        if not support.ok:
+            raise UserError(f"compute_type {wanted} on {backend.name}: {support.reason}")
+        precision, precision_why = wanted, "from the recipe"
+    attn, attn_why = backend.attn_implementation()
+    return Plan(backend, backend.device(), why, precision, precision_why, attn, attn_why)
+
+
+def prepare_data(recipe: Recipe, tokenizer):
+    from .encoding import encode_dataset
+
+    return encode_dataset(
+        recipe.dataset,
+        tokenizer,
+        dataset_format=recipe.dataset_format,
+        cutoff_len=recipe.cutoff_len,
+        max_samples=recipe.max_samples,
+        skip_invalid_rows=recipe.skip_invalid_rows,
+        num_proc=recipe.preprocessing_num_workers,
+    )
+
+
+def describe_data(data, template_desc: str) -> list[tuple[str, str]]:
+    st = data.stats()
+    dropped = sum(st["dropped"].values())
+    pct = st["length_percentiles"]
+    rows = [
+        ("data", f"{data.formats}; template: {template_desc}" + (" (cached)" if data.cache_hit else "")),
+        (
+            "examples",
+            f"{st['examples']} of {st['rows_read']} rows, {dropped} dropped, {st['truncated']} truncated; "
+            f"{st['tokens']:,} tokens, {st['learned_tokens']:,} learned",
+        ),
+    ]
+    if pct:
+        rows.append(
+            ("lengths", f"p50 {pct['p50']}, p90 {pct['p90']}, p99 {pct['p99']}, max {pct['max']} tokens")
+        )
+    for reason, n in sorted(st["dropped"].items()):
+        rows.append(("dropped", f"{n} x {reason}"))
+    return rows
+
+
+def _split(dataset, val_size: float, seed: int):
+    if not val_size:
+        return dataset, None
+    n = len(dataset)
+    n_val = max(1, round(n * val_size))
+    if n - n_val < 1:
+        raise UserError(f"val_size {val_size} leaves no training examples out of {n}; lower val_size")
+    parts = dataset.train_test_split(test_size=n_val, seed=seed, shuffle=True)
+    return parts["train"], parts["test"]
+
+
+def _check_output_dir(recipe: Recipe) -> None:
+    out = Path(recipe.output_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output_dir {out} exists and is not a folder; choose another output_dir")
+    if not out.is_dir() or recipe.resume_from_checkpoint or recipe.overwrite_output_dir:
+        return
+    leftovers = [p.name for p in out.iterdir() if p.name in RUN_ARTIFACTS or p.name.startswith("checkpoint-")]
+    if leftovers:
+        raise UserError(
+            f"output_dir {out} already holds a run ({', '.join(sorted(leftovers)[:3])}, ...); set "
+            "overwrite_output_dir=true to replace it, resume_from_checkpoint=auto to continue it, or choose "
+            "another output_dir"
+        )
+
+
+def _clear_previous_run(out: Path) -> None:
+    for p in out.iterdir():
+        if p.name in RUN_ARTIFACTS and p.is_file():
+            p.unlink()
+        elif p.name.startswith("checkpoint-") and p.is_dir():
+            shutil.rmtree(p)
+
+
+def _resolve_resume(recipe: Recipe) -> str | None:
+    if not recipe.resume_from_checkpoint:
+        return None
+    if recipe.resume_from_checkpoint == "auto":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(recipe.output_dir) if Path(recipe.output_dir).is_dir() else None
+        if last is None:
+            echo(f"no checkpoint in {recipe.output_dir} to resume from: starting from the beginning")
+        return last
+    path = Path(recipe.resume_from_checkpoint)
+    if not (path / "trainer_state.json").is_file():
+        raise UserError(
+            f"resume_from_checkpoint {path} is not a checkpoint folder (no trainer_state.json); "
+            "use a checkpoint-N folder or `auto`"
+        )
+    return str(path)
+
+
+def run_training(recipe: Recipe, recipe_path: Path) -> Path:
+    """Train; return the output directory."""
+    plan = make_plan(recipe)
+    from .framework import build_training_args, load_framework, make_trainer
+    from .model import apply_lora, count_parameters, load_model, load_tokenizer, resolve_model, save_tokenizer
+    from .templates import apply_template_choice
+
+    framework = load_framework()
+    echo(f"recipe {recipe_path}")
+    for key, value in plan.lines(framework.describe()):
+        kv(key, value)
+
+    source = resolve_model(recipe.model_name_or_path)
+    kv("model", source.description)
+    tokenizer = load_tokenizer(source, recipe)
+    template_desc = apply_template_choice(tokenizer, recipe.template, recipe.model_name_or_path)
+
+    data = prepare_data(recipe, tokenizer)
+    for key, value in describe_data(data, template_desc):
+        kv(key, value)
+    if data.num_examples == 0:
+        raise UserError(
+            "no example has a learned token (see 'dropped' above); check the data or raise cutoff_len"
+        )
+    train_ds, eval_ds = _split(
+        data.dataset.select_columns(["input_ids", "labels"]), recipe.val_size, recipe.seed
+    )
+
+    _check_output_dir(recipe)
+    resume = _resolve_resume(recipe)
+    report_to = [t for t in recipe.report_to if t != "swanlab"]
+    use_swanlab = recipe.swanlab_enabled
+    if use_swanlab and framework.has_swanlab_integration:
+        report_to.append("swanlab")
+    args = build_training_args(
+        framework,
+        recipe,
+        precision=plan.precision,
+        has_eval=eval_ds is not None,
+        report_to=report_to,
+        extra=plan.backend.training_args_overrides(),
+    )
+
+    plan.backend.setup()
+    model = load_model(source, recipe, precision=plan.precision, attn_implementation=plan.attn_implementation)
+    model = apply_lora(model, recipe)
+    trainable, total = (
+        model.get_nb_trainable_parameters()
+        if hasattr(model, "get_nb_trainable_parameters")
+        else count_parameters(model)
+    )
+    kv("parameters", f"{trainable:,} trainable of {total:,} ({100 * trainable / total:.4f}%)")
+    steps_per_epoch = math.ceil(
+        len(train_ds) / (recipe.per_device_train_batch_size * recipe.gradient_accumulation_steps)
+    )
+    kv(
+        "schedule",
+        f"{len(train_ds)} train / {len(eval_ds) if eval_ds is not None else 0} eval examples, "
+        f"~{steps_per_epoch} updates per epoch, "
+        + (
+            f"max_steps {recipe.max_steps}" if recipe.max_steps > 0 else f"{recipe.num_train_epochs:g} epochs"
+        ),
+    )
+
+    # ---- nothing above wrote to output_dir; from here on the run is real
+    out = Path(recipe.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if recipe.overwrite_output_dir and not resume:
+        _clear_previous_run(out)
+    (out / RUN_CONFIG).write_text(recipe.to_yaml(), encoding="utf-8")
+
+    from collators import Seq2SeqCollator
+
+    from .tracking import make_log_callback, plot_losses, start_swanlab
+
+    collator = Seq2SeqCollator.from_tokenizer(tokenizer, pad_to_multiple_of=recipe.pad_to_multiple_of)
+    callbacks: list = [make_log_callback(out)]
+    is_main = is_main_process()
+    if use_swanlab and is_main:
+        mode, why = start_swanlab(recipe, out)
+        kv("swanlab", f"{mode} ({why})")
+        if mode != "disabled" and not framework.has_swanlab_integration:
+            from swanlab.integration.transformers import SwanLabCallback
+
+            callbacks.append(SwanLabCallback())
+    if recipe.pissa_init:
+        model.save_pretrained(str(out / "pissa_init"))  # the reference for converting PiSSA back to LoRA
+
+    trainer = make_trainer(
+        framework,
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        data_collator=collator,
+        tokenizer=tokenizer,
+        callbacks=callbacks,
+        loraplus_lr_ratio=recipe.loraplus_lr_ratio,
+    )
+    result = trainer.train(resume_from_checkpoint=resume)
+
+    trainer.save_model(str(out))
+    if recipe.pissa_init:
+        model.save_pretrained(str(out), path_initial_model_for_weight_conversion=str(out / "pissa_init"))
+    trainer.save_state()
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    if eval_ds is not None:
+        evaluated = [h["step"] for h in trainer.state.log_history if "eval_loss" in h]
+        if not evaluated or evaluated[-1] != trainer.state.global_step:
+            trainer.evaluate()  # the final model is always evaluated once
+        final = [h for h in trainer.state.log_history if "eval_loss" in h][-1]
+        metrics = {k: v for k, v in final.items() if k.startswith("eval_")}
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+    if is_main:
+        save_tokenizer(tokenizer, out)
+        plots = plot_losses(out) if recipe.plot_loss else []
+        if use_swanlab:
+            import swanlab
+
+            swanlab.finish()
+        written = [
+            "adapter_model.safetensors",
+            "adapter_config.json",
+            "tokenizer",
+            RUN_CONFIG,
+            "trainer_log.jsonl",
+        ]
+        written += [p.name for p in plots]
+        echo(f"done: {', '.join(written)} and checkpoints are in {out.resolve()}")
+    return out
