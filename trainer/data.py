@@ -124,17 +124,6 @@ def _iter_rows(path: Path):
         for i, row in enumerate(rows, start=1):
             yield f"row {i}", row
         return
-    if stripped.startswith("{") and path.suffix.lower() == ".json":
-        # a single JSON object: either one row, or JSON Lines saved as .json
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError:
-            obj = None
-        if obj is not None:
-            raise UserError(
-                f"{path}: the file holds one JSON object; a dataset is a JSON list of rows or JSON Lines "
-                "(one row per line)"
-            )
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue

@@ -17,6 +17,7 @@ __all__ = [
     "load_model",
     "apply_lora",
     "lora_config_for",
+    "linear_module_names",
     "count_parameters",
     "save_tokenizer",
     "TORCH_DTYPES",
@@ -95,14 +96,32 @@ def load_model(source: ModelSource, recipe: Recipe, *, precision: str, attn_impl
     return model
 
 
-def lora_config_for(recipe: Recipe):
+def linear_module_names(model) -> list[str]:
+    """Short names of every linear layer except the output head (what `lora_target: all` means)."""
+    import torch
+
+    try:
+        from transformers.pytorch_utils import Conv1D  # GPT-2 style linear layers
+    except ImportError:  # pragma: no cover
+        Conv1D = ()
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = set()
+    for name, module in model.named_modules():
+        if module is head or not name:
+            continue
+        if isinstance(module, (torch.nn.Linear, Conv1D)):
+            names.add(name.rsplit(".", 1)[-1])
+    return sorted(names)
+
+
+def lora_config_for(recipe: Recipe, model):
     from peft import LoraConfig, TaskType
 
     if recipe.pissa_init:
         init: Any = "pissa" if recipe.pissa_iter == -1 else f"pissa_niter_{recipe.pissa_iter}"
     else:
         init = True
-    target: Any = "all-linear" if recipe.lora_target == ["all"] else list(recipe.lora_target)
+    target = linear_module_names(model) if recipe.lora_target == ["all"] else list(recipe.lora_target)
     return LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=recipe.lora_rank,
@@ -121,7 +140,7 @@ def apply_lora(model, recipe: Recipe):
     """Wrap the model with a LoRA adapter; trainable weights stay fp32 whatever the base dtype."""
     from peft import get_peft_model
 
-    config = lora_config_for(recipe)
+    config = lora_config_for(recipe, model)
     try:
         return get_peft_model(model, config)
     except ValueError as e:

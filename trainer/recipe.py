@@ -471,6 +471,7 @@ def load_recipe(
     hints = _type_hints()
     problems: list[str] = []
     values: dict[str, Any] = {}
+    bad_keys: set[str] = set()
     for origin, mapping in ((str(src), raw), ("command line", overrides or {})):
         for key, value in mapping.items():
             if key not in fields:
@@ -480,13 +481,15 @@ def load_recipe(
                 continue
             try:
                 values[key] = _coerce(value, hints[key])
+                bad_keys.discard(key)
             except _Bad:
                 problems.append(f"'{key}' ({origin}): expected {_describe(hints[key])}, got {value!r}")
-    if problems:
-        raise UserError(*_headed(src, problems))
-    recipe = Recipe(**values)
+                bad_keys.add(key)
+    recipe = Recipe(**{k: v for k, v in values.items() if k not in bad_keys})
     recipe.report_to = [t.lower() for t in recipe.report_to]
-    problems = recipe.validate()
+    # value checks run even when some keys had the wrong type, so one pass reports everything; a check
+    # about a key already reported as mistyped would only repeat it
+    problems += [p for p in recipe.validate() if not any(p.startswith(f"'{k}'") for k in bad_keys)]
     if problems:
         raise UserError(*_headed(src, problems))
     if recipe.report_to == ["none"]:
@@ -498,3 +501,38 @@ def _headed(src: Path, problems: list[str]) -> list[str]:
     n = len(problems)
     head = f"recipe {src}: {n} problem{'s' if n > 1 else ''} (fix them and run again)"
     return [head] + [f"  - {p}" for p in problems]
+
+
+GROUP_TITLES = {
+    "model": "Model and device",
+    "data": "Data",
+    "lora": "LoRA",
+    "train": "Training",
+    "tracking": "Tracking and outputs",
+}
+
+
+def reference_markdown() -> str:
+    """The README's config reference, generated from the dataclass (a test keeps them in step)."""
+    lines: list[str] = []
+    fields = dataclasses.fields(Recipe)
+    for group, title in GROUP_TITLES.items():
+        lines += [f"#### {title}", "", "| key | default | meaning |", "| --- | --- | --- |"]
+        for f in fields:
+            if f.metadata.get("group") != group:
+                continue
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if default is None:
+                shown = "null"
+            elif isinstance(default, bool):
+                shown = "true" if default else "false"
+            elif isinstance(default, list):
+                shown = ",".join(default)
+            else:
+                shown = default
+            if shown == "":
+                shown = "(required)"
+            help_text = f.metadata["help"].replace("|", "\\|")
+            lines.append(f"| `{f.name}` | `{shown}` | {help_text} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

@@ -17,7 +17,7 @@ from .console import echo, is_main_process, kv
 from .errors import UserError
 from .recipe import Recipe
 
-__all__ = ["Plan", "make_plan", "prepare_data", "run_training", "RUN_CONFIG"]
+__all__ = ["Plan", "RunResult", "make_plan", "prepare_data", "run_training", "RUN_CONFIG"]
 
 RUN_CONFIG = "run_config.yaml"
 # Files a run writes into output_dir; overwrite_output_dir removes exactly these (and checkpoint-*).
@@ -165,8 +165,16 @@ def _resolve_resume(recipe: Recipe) -> str | None:
     return str(path)
 
 
-def run_training(recipe: Recipe, recipe_path: Path) -> Path:
-    """Train; return the output directory."""
+@dataclass
+class RunResult:
+    output_dir: Path
+    model: Any  # the trained PeftModel, still in memory
+    trainer: Any
+    metrics: dict[str, float]
+
+
+def run_training(recipe: Recipe, recipe_path: Path) -> RunResult:
+    """Train, save everything to output_dir, and hand back what an in-process caller may inspect."""
     plan = make_plan(recipe)
     from .framework import build_training_args, load_framework, make_trainer
     from .model import apply_lora, count_parameters, load_model, load_tokenizer, resolve_model, save_tokenizer
@@ -209,6 +217,9 @@ def run_training(recipe: Recipe, recipe_path: Path) -> Path:
     )
 
     plan.backend.setup()
+    from transformers import set_seed
+
+    set_seed(recipe.seed)  # LoRA's random init draws from the global generator: same seed, same adapter
     model = load_model(source, recipe, precision=plan.precision, attn_implementation=plan.attn_implementation)
     model = apply_lora(model, recipe)
     trainable, total = (
@@ -296,4 +307,4 @@ def run_training(recipe: Recipe, recipe_path: Path) -> Path:
         ]
         written += [p.name for p in plots]
         echo(f"done: {', '.join(written)} and checkpoints are in {out.resolve()}")
-    return out
+    return RunResult(out, model, trainer, dict(result.metrics))
