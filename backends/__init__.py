@@ -1,18 +1,28 @@
-"""Hardware abstraction layer: one module per device behind :class:`~backends.base.Backend`."""
+"""Hardware abstraction layer: one module per device behind :class:`~backends.base.Backend`.
+
+``select_backend("auto" | "cpu" | "cuda" | "npu" | "mps")`` returns the backend a run uses and why.
+"""
 
 from __future__ import annotations
 
 from .base import PRECISIONS, Availability, Backend
-from .cpu import CpuBackend
-from .registry import BackendError, get_backend, registered_backends, select_backend
+from .registry import (
+    AUTO_ORDER,
+    BackendError,
+    get_backend,
+    keep_torch_npu_out,
+    registered_backends,
+    select_backend,
+)
 
 __all__ = [
+    "AUTO_ORDER",
     "Availability",
     "Backend",
     "BackendError",
-    "CpuBackend",
     "PRECISIONS",
     "get_backend",
+    "keep_torch_npu_out",
     "registered_backends",
     "select_backend",
 ]

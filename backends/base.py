@@ -1,9 +1,9 @@
 """The interface every device backend implements.
 
-A backend answers questions about one kind of device (is it usable, which device string this process
-uses, which precision and attention implementation fit it, which collective backend multi-process
-training needs) and does any process-wide setup before the model loads. Nothing outside ``backends/``
-talks to ``torch.cuda``, ``torch.npu`` or ``torch_npu`` directly.
+A backend answers questions about one kind of device (is it usable and if not why, which device string
+this process uses, which precision and attention implementation fit it, which collective backend
+multi-process training needs) and does any process-wide setup before the model loads. Nothing outside
+``backends/`` talks to ``torch.cuda``, ``torch.npu`` or ``torch_npu`` directly.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Backend", "Availability", "PRECISIONS"]
+__all__ = ["Backend", "Availability", "PRECISIONS", "torch_base_version"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -21,7 +21,14 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 @dataclass(frozen=True)
 class Availability:
     ok: bool
-    reason: str  # why not (or what was found), in words a user can act on
+    reason: str  # what was found, or why not and how to fix it, in words a user can act on
+
+
+def torch_base_version() -> str:
+    """torch's version without the local build tag: 2.13.0+cpu -> 2.13.0."""
+    import torch
+
+    return torch.__version__.split("+", 1)[0]
 
 
 class Backend(ABC):
@@ -56,22 +63,42 @@ class Backend(ABC):
     def default_precision(self) -> tuple[str, str]:
         """(precision, why)."""
 
-    def attn_implementation(self) -> tuple[str, str]:
+    def attn_implementation(self, precision: str) -> tuple[str, str]:
         """(attn_implementation for from_pretrained, why)."""
         return "sdpa", "PyTorch scaled-dot-product attention"
 
-    def setup(self, options: dict[str, Any] | None = None) -> None:
-        """Process-wide setup needed before the model loads."""
+    def setup(self, options: dict[str, Any] | None = None) -> list[str]:
+        """Process-wide setup needed before the model loads; returns notes for the console."""
+        return []
 
     def memory_stats(self) -> dict[str, int]:
         return {}
 
     def empty_cache(self) -> None:
-        pass
+        return None
 
     def training_args_overrides(self) -> dict[str, Any]:
-        """Extra TrainingArguments this device needs (for example use_cpu on CPU)."""
+        """Extra TrainingArguments this device needs (use_cpu on CPU; the collective backend when the
+        run has several processes)."""
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            return {"ddp_backend": self.dist_backend}
         return {}
 
     def visible_devices(self) -> str | None:
         return os.environ.get(self.visible_devices_env) if self.visible_devices_env else None
+
+    def describe(self) -> dict[str, Any]:
+        """Everything `duotune env` shows about this backend."""
+        avail = self.availability()
+        info: dict[str, Any] = {
+            "name": self.name,
+            "available": avail.ok,
+            "reason": avail.reason,
+            "dist_backend": self.dist_backend,
+            "visible_devices_env": self.visible_devices_env,
+            "visible_devices": self.visible_devices(),
+        }
+        if avail.ok:
+            info["device_count"] = self.device_count()
+            info["default_precision"] = self.default_precision()[0]
+        return info

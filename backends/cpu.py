@@ -18,6 +18,9 @@ class CpuBackend(Backend):
     def availability(self) -> Availability:
         return Availability(True, "always available")
 
+    def device_count(self) -> int:
+        return 1
+
     def device(self, local_rank: int | None = None) -> str:
         return "cpu"
 
@@ -32,12 +35,12 @@ class CpuBackend(Backend):
         return "fp32", "CPU trains in fp32 by default"
 
     def training_args_overrides(self) -> dict[str, Any]:
-        return {"use_cpu": True}
+        return {**super().training_args_overrides(), "use_cpu": True}
 
     def memory_stats(self) -> dict[str, int]:
         try:
             import resource
 
-            return {"max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+            return {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
         except Exception:  # not on every platform
             return {}

@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import sys
+
 from .base import Backend
 from .cpu import CpuBackend
+from .cuda import CudaBackend
+from .mps import MpsBackend
+from .npu import NpuBackend
 
-__all__ = ["BackendError", "get_backend", "registered_backends", "select_backend", "AUTO_ORDER"]
+__all__ = [
+    "AUTO_ORDER",
+    "BackendError",
+    "get_backend",
+    "keep_torch_npu_out",
+    "registered_backends",
+    "select_backend",
+]
 
-# `--device auto` tries these in order (NPU before CUDA: torch_npu's transfer_to_npu makes CUDA calls
-# look available on an Ascend machine).
+# `--device auto` tries these in order. NPU comes before CUDA: torch_npu's transfer_to_npu makes CUDA
+# calls look available on an Ascend machine.
 AUTO_ORDER = ("npu", "cuda", "mps", "cpu")
 
-_REGISTRY: dict[str, type[Backend]] = {"cpu": CpuBackend}
+_REGISTRY: dict[str, type[Backend]] = {
+    "npu": NpuBackend,
+    "cuda": CudaBackend,
+    "mps": MpsBackend,
+    "cpu": CpuBackend,
+}
 
 
 class BackendError(Exception):
@@ -27,27 +44,41 @@ def get_backend(name: str) -> Backend:
         return _REGISTRY[name]()
     except KeyError:
         raise BackendError(
-            f"device {name!r} is not supported by this version of duotune; use one of: "
-            + ", ".join(["auto", *_REGISTRY])
+            f"unknown device {name!r}; use one of: " + ", ".join(["auto", *_REGISTRY])
         ) from None
+
+
+def keep_torch_npu_out() -> None:
+    """Make torch_npu unimportable in this process once another device was chosen.
+
+    transformers and accelerate import torch_npu whenever it is installed; on a machine without CANN
+    that import fails in arbitrary ways. ``sys.modules["torch_npu"] = None`` makes ``find_spec`` answer
+    None and ``import torch_npu`` raise ImportError, so both libraries simply see no NPU.
+    """
+    if "torch_npu" not in sys.modules:
+        sys.modules["torch_npu"] = None  # type: ignore[assignment]
 
 
 def select_backend(requested: str = "auto") -> tuple[Backend, str]:
     """Return the backend for ``requested`` and a sentence saying why it was chosen."""
     if requested == "auto":
-        notes = []
+        notes: list[str] = []
+        reasons: list[str] = []
         for name in AUTO_ORDER:
-            if name not in _REGISTRY:
-                continue
             backend = _REGISTRY[name]()
             avail = backend.availability()
             if avail.ok:
-                skipped = f" ({'; '.join(notes)})" if notes else ""
-                return backend, f"auto-selected {name}{skipped}"
-            notes.append(f"{name}: {avail.reason}")
-        raise BackendError("no usable device found: " + "; ".join(notes))
+                if name != "npu":
+                    keep_torch_npu_out()
+                skipped = f"; not available: {', '.join(notes)}" if notes else ""
+                return backend, f"auto-selected; {avail.reason}{skipped}"
+            notes.append(name)
+            reasons.append(f"{name}: {avail.reason}")
+        raise BackendError("no usable device found: " + "; ".join(reasons))
     backend = get_backend(requested)
     avail = backend.availability()
     if not avail.ok:
         raise BackendError(f"--device {requested}: {avail.reason}")
-    return backend, f"requested {requested}"
+    if requested != "npu":
+        keep_torch_npu_out()
+    return backend, f"requested; {avail.reason}"

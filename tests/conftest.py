@@ -14,6 +14,20 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `openmind` need the openMind stack (scripts/setup_openmind_env.sh)."""
+    import importlib.util
+
+    if importlib.util.find_spec("openmind") is not None:
+        return
+    skip = pytest.mark.skip(
+        reason="needs the openMind stack: run in the venv of scripts/setup_openmind_env.sh"
+    )
+    for item in items:
+        if "openmind" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_environment(tmp_path_factory):
     """Every test (and every CLI it starts) uses caches of this session only and no network."""
@@ -125,3 +139,113 @@ def demo_tokenizer(demo_model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(demo_model_dir))
+
+
+# ---------------------------------------------------------------------------------------------------
+# A stand-in torch_npu. No Ascend hardware is reachable, so NPU code is tested against a module with
+# torch_npu's documented surface: ``import torch_npu`` registers ``torch.npu`` (is_available,
+# device_count, is_bf16_supported, set_device, current_device, get_device_name, memory statistics,
+# empty_cache), ``torch_npu.npu.set_compile_mode(jit_compile=...)`` and ``is_jit_compile_false()``,
+# ``torch_npu.utils.get_cann_version(module="CANN")`` and ``torch_npu.__version__``.
+
+FAKE_TORCH_NPU = """
+import os
+import types
+import torch
+
+if {marker!r}:
+    open({marker!r}, "w").write("imported")
+if {broken!r}:
+    raise OSError({broken!r})
+
+__version__ = {version!r} or (torch.__version__.split("+")[0] + ".post1")
+calls = []
+
+
+def _record(name, *args, **kwargs):
+    calls.append((name, args, kwargs))
+
+
+npu = types.ModuleType("torch_npu.npu")
+npu.is_available = lambda: {count} > 0
+npu.device_count = lambda: {count}
+npu.is_bf16_supported = lambda: {bf16}
+npu.set_device = lambda device: _record("set_device", device)
+npu.current_device = lambda: 0
+npu.get_device_name = lambda device=None: {name!r}
+npu.max_memory_allocated = lambda device=None: 3 * 2**30
+npu.memory_allocated = lambda device=None: 2**30
+npu.memory_reserved = lambda device=None: 4 * 2**30
+npu.empty_cache = lambda: _record("empty_cache")
+_jit = {{"on": True}}
+
+
+def set_compile_mode(jit_compile=True):
+    _record("set_compile_mode", jit_compile=jit_compile)
+    _jit["on"] = jit_compile
+
+
+npu.set_compile_mode = set_compile_mode
+npu.is_jit_compile_false = lambda: not _jit["on"]
+utils = types.ModuleType("torch_npu.utils")
+utils.get_cann_version = lambda module="CANN": {cann!r} if module == "CANN" else ""
+torch.npu = npu
+"""
+
+
+def write_fake_torch_npu(
+    root: Path,
+    *,
+    bf16: bool = True,
+    count: int = 8,
+    version: str | None = None,
+    broken: str | None = None,
+    marker: str | None = None,
+    name: str = "Ascend910B2",
+    cann: str = "8.1.RC1",
+) -> Path:
+    """Write a torch_npu package under root and return the folder to put on sys.path."""
+    pkg = root / "torch_npu"
+    pkg.mkdir(parents=True, exist_ok=True)
+    (pkg / "__init__.py").write_text(
+        FAKE_TORCH_NPU.format(
+            bf16=bf16, count=count, version=version, broken=broken, marker=marker, name=name, cann=cann
+        )
+    )
+    return root
+
+
+@pytest.fixture
+def fake_npu_path(monkeypatch, tmp_path):
+    """Returns a function that installs a stand-in torch_npu (see write_fake_torch_npu) for this test."""
+    import torch
+
+    def install(**kwargs):
+        root = write_fake_torch_npu(tmp_path / f"fake{len(installed)}", **kwargs)
+        sys.modules.pop("torch_npu", None)
+        monkeypatch.syspath_prepend(str(root))
+        import importlib
+
+        importlib.invalidate_caches()
+        installed.append(root)
+        return root
+
+    installed: list[Path] = []
+    had_npu = hasattr(torch, "npu")
+    saved = sys.modules.get("torch_npu", "absent")
+    sys.modules.pop("torch_npu", None)
+    yield install
+    if "torch_npu" in sys.modules:
+        del sys.modules["torch_npu"]
+    if saved != "absent":
+        sys.modules["torch_npu"] = saved
+    if not had_npu and hasattr(torch, "npu"):
+        delattr(torch, "npu")
+
+
+@pytest.fixture
+def no_torch_npu_block():
+    """Undo keep_torch_npu_out() after a test that selected a non-NPU backend in this process."""
+    yield
+    if "torch_npu" in sys.modules and sys.modules["torch_npu"] is None:
+        del sys.modules["torch_npu"]

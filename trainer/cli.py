@@ -14,10 +14,10 @@ import click
 
 from .errors import EXIT_USER_ERROR, UserError
 
-__all__ = ["train_cmd", "preview_cmd", "duotune", "train_main", "duotune_main"]
+__all__ = ["train_cmd", "preview_cmd", "env_cmd", "duotune", "train_main", "duotune_main"]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-DEVICES = ["auto", "cpu", "cuda", "npu"]
+DEVICES = ["auto", "cpu", "cuda", "npu", "mps"]
 
 OVERRIDES_HELP = (
     "KEY=VALUE pairs override any recipe key; values are read as YAML scalars "
@@ -122,6 +122,19 @@ def preview_cmd(config, device, model, output_dir, overrides, num, jsonl, color)
     run_preview(recipe, path, num=num, jsonl=Path(jsonl) if jsonl else None, color=color)
 
 
+@click.command("env", context_settings=CONTEXT)
+@click.option(
+    "--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Device to plan for."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@user_errors
+def env_cmd(device, as_json):
+    """Show versions, every device backend (usable or why not) and what a run would use."""
+    from .envinfo import collect_env, format_env
+
+    click.echo(format_env(collect_env(device), as_json=as_json))
+
+
 @click.group(context_settings=CONTEXT)
 @click.version_option(package_name="duotune", prog_name="duotune")
 def duotune():
@@ -130,6 +143,7 @@ def duotune():
 
 duotune.add_command(train_cmd)
 duotune.add_command(preview_cmd)
+duotune.add_command(env_cmd)
 
 
 def train_main() -> None:

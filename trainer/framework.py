@@ -7,6 +7,7 @@ asks for and the base class does not do: the LoRA+ optimizer.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,15 @@ from typing import Any
 from .errors import UserError
 from .recipe import Recipe
 
-__all__ = ["Framework", "load_framework", "build_training_args", "make_trainer"]
+__all__ = [
+    "Framework",
+    "build_training_args",
+    "import_openmind",
+    "load_framework",
+    "make_trainer",
+    "openmind_installed",
+    "resolve_framework",
+]
 
 
 @dataclass
@@ -36,21 +45,117 @@ class Framework:
         return self.transformers_major_minor >= (4, 50)
 
     def describe(self) -> str:
-        return f"{self.name} {self.version} Trainer"
+        if self.name == "transformers":
+            return f"transformers {self.version} Trainer"
+        return f"{self.name} {self.version} Trainer (transformers {self.transformers_version})"
+
+
+def openmind_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openmind") is not None
+
+
+def resolve_framework(requested: str, device_type: str) -> tuple[str, str]:
+    """(framework name, why) for a recipe's `framework` on a device."""
+    if requested == "auto":
+        if device_type == "npu" and openmind_installed():
+            return "openmind", "auto: NPU with the openMind Library installed"
+        if device_type == "npu":
+            return "transformers", "auto: the openmind package is not installed"
+        return "transformers", "auto"
+    if requested == "openmind" and not openmind_installed():
+        raise UserError(
+            "framework: openmind needs the openmind package (openMind Library 1.0.0 with transformers "
+            "4.45.2); set it up with `bash scripts/setup_openmind_env.sh`, or use framework: transformers"
+        )
+    return requested, "from the recipe"
+
+
+# (module path, attribute) pairs that importing openmind patches and that duotune puts back: which hub a
+# model id resolves to, which attention kernel loads, and how transformers logs stay duotune's choices.
+_OPENMIND_PATCHED = (
+    ("transformers.modeling_utils", "PreTrainedModel", "from_pretrained"),
+    ("transformers.tokenization_utils_base", "PreTrainedTokenizerBase", "from_pretrained"),
+    ("transformers.modeling_utils", "PreTrainedModel", "_autoset_attn_implementation"),
+    ("transformers.dynamic_module_utils", None, "get_class_in_module"),
+    ("transformers.utils.logging", None, "get_logger"),
+    ("transformers.utils.logging", None, "set_verbosity"),
+    ("transformers.utils.logging", None, "set_verbosity_info"),
+    ("transformers.utils.logging", None, "set_verbosity_debug"),
+    ("transformers.utils.logging", None, "set_verbosity_warning"),
+    ("transformers.utils.logging", None, "set_verbosity_error"),
+    ("transformers.utils.logging", None, "set_verbosity_critical"),
+)
+
+
+def import_openmind():
+    """Import openMind's Trainer and TrainingArguments without keeping its import-time side effects.
+
+    openmind 1.0.0, on import, sets ``sys.tracebacklimit = 0`` (hiding the traceback of any later
+    crash), re-points ``from_pretrained`` of every model and tokenizer at the Modelers hub, and replaces
+    transformers' attention selection and logging functions. duotune needs only the two classes (thin
+    subclasses of transformers'), so every one of those is put back as it was.
+    """
+    import importlib
+    import os
+    import sys
+
+    saved = []
+    for module_name, owner_name, attr in _OPENMIND_PATCHED:
+        module = importlib.import_module(module_name)
+        owner = getattr(module, owner_name) if owner_name else module
+        store = owner.__dict__ if isinstance(owner, type) else vars(owner)
+        saved.append((owner, attr, store.get(attr, _MISSING)))
+    had_limit = hasattr(sys, "tracebacklimit")
+    old_limit = getattr(sys, "tracebacklimit", None)
+    old_env = os.environ.get("OPENMIND_HIDE_STACKTRACE")
+    os.environ["OPENMIND_HIDE_STACKTRACE"] = "FALSE"
+    try:
+        import openmind
+        from openmind import Trainer, TrainingArguments
+    finally:
+        for owner, attr, value in saved:
+            if value is _MISSING:
+                if attr in vars(owner):
+                    delattr(owner, attr)
+            else:
+                setattr(owner, attr, value)
+        if had_limit:
+            sys.tracebacklimit = old_limit
+        elif hasattr(sys, "tracebacklimit"):
+            del sys.tracebacklimit
+        if old_env is None:
+            os.environ.pop("OPENMIND_HIDE_STACKTRACE", None)
+        else:
+            os.environ["OPENMIND_HIDE_STACKTRACE"] = old_env
+    return openmind, Trainer, TrainingArguments
+
+
+_MISSING = object()
 
 
 def load_framework(name: str = "transformers") -> Framework:
     import transformers
 
-    if name != "transformers":
-        raise UserError(f"framework {name!r} is not available in this version; use transformers")
-    return Framework(
-        name="transformers",
-        version=transformers.__version__,
-        Trainer=transformers.Trainer,
-        TrainingArguments=transformers.TrainingArguments,
-        transformers_version=transformers.__version__,
-    )
+    if name == "transformers":
+        return Framework(
+            name="transformers",
+            version=transformers.__version__,
+            Trainer=transformers.Trainer,
+            TrainingArguments=transformers.TrainingArguments,
+            transformers_version=transformers.__version__,
+        )
+    if name == "openmind":
+        openmind, trainer_cls, args_cls = import_openmind()
+        return Framework(
+            name="openmind",
+            version=getattr(openmind, "__version__", "?"),
+            Trainer=trainer_cls,
+            TrainingArguments=args_cls,
+            transformers_version=transformers.__version__,
+        )
+    raise UserError(f"unknown framework {name!r}; use transformers or openmind")
 
 
 def build_training_args(
@@ -105,13 +210,45 @@ def build_training_args(
         kwargs["eval_steps"] = recipe.eval_steps
     kwargs.update(extra or {})
     kwargs = {k: v for k, v in kwargs.items() if k in known}
-    try:
-        return framework.TrainingArguments(**kwargs)
-    except ValueError as e:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    _check_names(recipe)
+    return framework.TrainingArguments(**kwargs)
+
+
+def _check_names(recipe: Recipe) -> None:
+    """Names the installed transformers must know; anything else TrainingArguments refuses is a bug."""
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    optimizers = [o.value for o in OptimizerNames]
+    if recipe.optim not in optimizers:
+        close = difflib.get_close_matches(recipe.optim, optimizers, n=3)
         raise UserError(
-            f"the recipe's training settings were refused by {framework.describe()}: {text}"
-        ) from None
+            f"recipe key 'optim': {recipe.optim!r} is not an optimizer this transformers knows"
+            + (
+                f"; did you mean {', '.join(close)}?"
+                if close
+                else f"; use one of {', '.join(optimizers[:8])}, ..."
+            )
+        )
+    schedulers = [s.value for s in SchedulerType]
+    if recipe.lr_scheduler_type not in schedulers:
+        raise UserError(
+            f"recipe key 'lr_scheduler_type': {recipe.lr_scheduler_type!r} is not supported by this "
+            f"transformers; use one of {', '.join(schedulers)}"
+        )
+
+
+def _numpy_safe_globals():
+    import contextlib
+
+    import numpy as np
+    import torch
+
+    if not hasattr(torch.serialization, "safe_globals"):  # torch < 2.5 loads these without asking
+        return contextlib.nullcontext()
+    core = np._core if int(np.__version__.split(".")[0]) >= 2 else np.core
+    allow = [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    return torch.serialization.safe_globals(allow)
 
 
 def make_trainer(
@@ -127,8 +264,34 @@ def make_trainer(
     loraplus_lr_ratio: float | None = None,
 ):
     base = framework.Trainer
+    # transformers 4.x rounds the logged loss to 4 decimals; parity checks need it exact
+    rounds_loss = framework.transformers_major_minor < (5, 0)
 
     class DuotuneTrainer(base):  # type: ignore[misc, valid-type]
+        _exact_loss: float | None = None
+
+        def _maybe_log_save_evaluate(self, tr_loss, *a, **kw):
+            if (
+                rounds_loss
+                and self.control.should_log
+                and self.state.global_step > self._globalstep_last_logged
+            ):
+                steps = self.state.global_step - self._globalstep_last_logged
+                self._exact_loss = self._nested_gather(tr_loss).mean().item() / steps
+            return super()._maybe_log_save_evaluate(tr_loss, *a, **kw)
+
+        def _load_rng_state(self, checkpoint):
+            # transformers < 4.47 calls torch.load without allowlisting numpy, which torch >= 2.6
+            # refuses by default (weights_only=True); allow exactly the numpy types an RNG state holds
+            with _numpy_safe_globals():
+                return super()._load_rng_state(checkpoint)
+
+        def log(self, logs, *a, **kw):
+            if self._exact_loss is not None and "loss" in logs:
+                logs["loss"] = self._exact_loss
+                self._exact_loss = None
+            return super().log(logs, *a, **kw)
+
         def create_optimizer(self, *a, **kw):
             if self.optimizer is None and loraplus_lr_ratio:
                 from peft.optimizers import create_loraplus_optimizer

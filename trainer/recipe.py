@@ -67,9 +67,27 @@ class Recipe:
     trust_remote_code: bool = _f(
         False, "Allow the model's own Python code from its folder or hub repo.", "model"
     )
-    device: Literal["auto", "cpu", "cuda", "npu"] = _f(
+    device: Literal["auto", "cpu", "cuda", "npu", "mps"] = _f(
         "auto",
-        "Where to train. `auto` picks NPU, then CUDA, then CPU. `train --device` overrides it.",
+        "Where to train. `auto` picks NPU, then CUDA, then MPS, then CPU. `train --device` overrides it.",
+        "model",
+    )
+    framework: Literal["auto", "transformers", "openmind"] = _f(
+        "auto",
+        "Whose Trainer runs the loop: `auto` = openMind's on an NPU when the `openmind` package is "
+        "installed, else transformers'.",
+        "model",
+    )
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = _f(
+        "auto",
+        "Attention kernel. `auto` lets the backend choose (FlashAttention-2 on CUDA when flash-attn is "
+        "installed, else SDPA).",
+        "model",
+    )
+    npu_jit_compile: bool = _f(
+        False,
+        "Ascend only: compile kernels just in time instead of using the precompiled binaries "
+        "(also `DUOTUNE_NPU_JIT_COMPILE=1`).",
         "model",
     )
 

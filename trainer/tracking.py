@@ -44,6 +44,13 @@ def make_log_callback(output_dir: str | Path):
             self.path = Path(output_dir) / TRAINER_LOG
             self.start_time = time.time()
             self.start_step = 0
+            self.step_lr: float | None = None
+
+        def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+            # The rate this update runs at. transformers 5 logs that; 4.x logs the next one (after the
+            # scheduler stepped), so reading it here keeps both stacks' logs comparable.
+            if optimizer is not None and optimizer.param_groups:
+                self.step_lr = float(optimizer.param_groups[0]["lr"])
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.start_time = time.time()
@@ -65,7 +72,8 @@ def make_log_callback(output_dir: str | Path):
                 line["loss"] = float(logs["loss"])
                 if logs.get("grad_norm") is not None:
                     line["grad_norm"] = float(logs["grad_norm"])
-                line["learning_rate"] = float(logs.get("learning_rate", 0.0))
+                lr = self.step_lr if self.step_lr is not None else logs.get("learning_rate", 0.0)
+                line["learning_rate"] = float(lr)
             if "eval_loss" in logs:
                 line["eval_loss"] = float(logs["eval_loss"])
             line.update(

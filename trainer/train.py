@@ -48,18 +48,23 @@ class Plan:
     precision_why: str
     attn_implementation: str
     attn_why: str
+    framework: str
+    framework_why: str
 
-    def lines(self, framework: str) -> list[tuple[str, str]]:
+    def lines(self, framework_desc: str | None = None) -> list[tuple[str, str]]:
         return [
             ("device", f"{self.device} ({self.device_why})"),
-            ("framework", framework),
+            ("framework", f"{framework_desc or self.framework} ({self.framework_why})"),
             ("precision", f"{self.precision} ({self.precision_why})"),
             ("attention", f"{self.attn_implementation} ({self.attn_why})"),
         ]
 
 
 def make_plan(recipe: Recipe, device: str | None = None) -> Plan:
+    """Pick the backend and let it decide device, precision and attention; pick the framework."""
     from backends import BackendError, select_backend
+
+    from .framework import resolve_framework
 
     try:
         backend, why = select_backend(device or recipe.device)
@@ -73,8 +78,14 @@ def make_plan(recipe: Recipe, device: str | None = None) -> Plan:
         if not support.ok:
             raise UserError(f"compute_type {wanted} on {backend.name}: {support.reason}")
         precision, precision_why = wanted, "from the recipe"
-    attn, attn_why = backend.attn_implementation()
-    return Plan(backend, backend.device(), why, precision, precision_why, attn, attn_why)
+    if recipe.attn_implementation == "auto":
+        attn, attn_why = backend.attn_implementation(precision)
+    else:
+        attn, attn_why = recipe.attn_implementation, "from the recipe"
+    framework, framework_why = resolve_framework(recipe.framework, backend.device_type)
+    return Plan(
+        backend, backend.device(), why, precision, precision_why, attn, attn_why, framework, framework_why
+    )
 
 
 def prepare_data(recipe: Recipe, tokenizer):
@@ -180,7 +191,7 @@ def run_training(recipe: Recipe, recipe_path: Path) -> RunResult:
     from .model import apply_lora, count_parameters, load_model, load_tokenizer, resolve_model, save_tokenizer
     from .templates import apply_template_choice
 
-    framework = load_framework()
+    framework = load_framework(plan.framework)
     echo(f"recipe {recipe_path}")
     for key, value in plan.lines(framework.describe()):
         kv(key, value)
@@ -216,7 +227,8 @@ def run_training(recipe: Recipe, recipe_path: Path) -> RunResult:
         extra=plan.backend.training_args_overrides(),
     )
 
-    plan.backend.setup()
+    for note in plan.backend.setup({"npu_jit_compile": recipe.npu_jit_compile}):
+        kv("backend", note)
     from transformers import set_seed
 
     set_seed(recipe.seed)  # LoRA's random init draws from the global generator: same seed, same adapter
@@ -276,6 +288,9 @@ def run_training(recipe: Recipe, recipe_path: Path) -> RunResult:
         loraplus_lr_ratio=recipe.loraplus_lr_ratio,
     )
     result = trainer.train(resume_from_checkpoint=resume)
+    memory = plan.backend.memory_stats()
+    if memory:
+        kv("memory", ", ".join(f"{k.replace('_bytes', '')} {v / 2**30:.2f} GiB" for k, v in memory.items()))
 
     trainer.save_model(str(out))
     if recipe.pissa_init:

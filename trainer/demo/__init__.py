@@ -23,7 +23,7 @@ __all__ = ["DEMO_MODELS", "DEMO_DATA_FILE", "demo_model_path", "is_demo_id", "ca
 
 HERE = Path(__file__).resolve().parent
 DEMO_DATA_FILE = HERE / "counselling_demo.json"
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "3"
 
 BOS, EOS = "<s>", "</s>"
 
@@ -231,9 +231,9 @@ def build_demo_model(out: Path, spec: dict) -> None:
             tensors[name] = torch.ones(shapes[name])
         else:
             tensors[name] = torch.randn(shapes[name], generator=gen) * config["initializer_range"]
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     if spec.get("pretrain_steps"):
-        _pretrain(out, tok, spec)
+        _pretrain(tensors, config, tok, spec)
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "README.md").write_text(
         "Tiny random-weight Llama built by duotune for its demo and tests (not a useful language model).\n"
     )
@@ -248,13 +248,55 @@ def _pretrain_texts() -> list[str]:
     return texts
 
 
-def _pretrain(out: Path, tok, spec: dict) -> None:
+def _llama_loss(params: dict, config: dict, ids):
+    """Next-token loss of a Llama decoder written out in plain torch (the same maths and parameter
+    names as transformers' LlamaForCausalLM), so the demo build depends on torch alone and is
+    bit-identical whichever transformers version builds it."""
+    import torch
+    import torch.nn.functional as F
+
+    def rms(x, w):
+        x32 = x.float()
+        return w * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + config["rms_norm_eps"]))
+
+    def rotate_half(x):
+        a, b = x.chunk(2, dim=-1)
+        return torch.cat((-b, a), dim=-1)
+
+    batch, seq = ids.shape
+    heads, kv_heads, dim = config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"]
+    inv_freq = 1.0 / (config["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    freqs = torch.outer(torch.arange(seq, dtype=torch.float32), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos()[None, None], emb.sin()[None, None]
+    mask = torch.full((seq, seq), float("-inf")).triu(1)
+    h = F.embedding(ids, params["model.embed_tokens.weight"])  # deterministic backward, unlike indexing
+    for i in range(config["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        x = rms(h, params[p + "input_layernorm.weight"])
+        q = (x @ params[p + "self_attn.q_proj.weight"].T).view(batch, seq, heads, dim).transpose(1, 2)
+        k = (x @ params[p + "self_attn.k_proj.weight"].T).view(batch, seq, kv_heads, dim).transpose(1, 2)
+        v = (x @ params[p + "self_attn.v_proj.weight"].T).view(batch, seq, kv_heads, dim).transpose(1, 2)
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        k = k.repeat_interleave(heads // kv_heads, dim=1)
+        v = v.repeat_interleave(heads // kv_heads, dim=1)
+        scores = (q @ k.transpose(-1, -2)) / dim**0.5 + mask
+        attn = F.softmax(scores, dim=-1) @ v
+        h = (
+            h
+            + attn.transpose(1, 2).reshape(batch, seq, heads * dim) @ params[p + "self_attn.o_proj.weight"].T
+        )
+        x = rms(h, params[p + "post_attention_layernorm.weight"])
+        gate = F.silu(x @ params[p + "mlp.gate_proj.weight"].T)
+        h = h + (gate * (x @ params[p + "mlp.up_proj.weight"].T)) @ params[p + "mlp.down_proj.weight"].T
+    logits = rms(h, params["model.norm.weight"]) @ params["lm_head.weight"].T
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+
+
+def _pretrain(tensors: dict, config: dict, tok, spec: dict) -> None:
     """Plain next-token training of all weights on the client texts, in a fixed order, fp32 on CPU."""
     import torch
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(spec["seed"])
     bos, eos = tok.token_to_id(BOS), tok.token_to_id(EOS)
     stream: list[int] = []
     for text in _pretrain_texts():
@@ -262,21 +304,19 @@ def _pretrain(out: Path, tok, spec: dict) -> None:
     block = spec["pretrain_block"]
     blocks = torch.tensor(stream[: len(stream) // block * block]).view(-1, block)
     gen = torch.Generator().manual_seed(spec["seed"])
-    model = AutoModelForCausalLM.from_pretrained(str(out), attn_implementation="eager")
-    model.train()
+    params = {k: v.requires_grad_(True) for k, v in tensors.items()}
     steps = spec["pretrain_steps"]
-    opt = torch.optim.AdamW(model.parameters(), lr=spec["pretrain_lr"], weight_decay=0.0)
+    opt = torch.optim.AdamW(params.values(), lr=spec["pretrain_lr"], weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=spec["pretrain_lr"], total_steps=steps, pct_start=0.1
     )
     for _ in range(steps):
         idx = torch.randint(0, blocks.shape[0], (spec["pretrain_batch"],), generator=gen)
-        batch = blocks[idx]
-        loss = model(input_ids=batch, labels=batch).loss
+        loss = _llama_loss(params, config, blocks[idx])
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    for v in params.values():
+        v.requires_grad_(False)
