@@ -177,7 +177,7 @@ def test_cli_import_pulls_in_no_heavy_library():
     [
         (["lora_rnk=8", "lora_rank=-2"], "did you mean 'lora_rank'"),
         (["--config", "/nonexistent/recipe.yaml"], "does not exist"),
-        (["--model", "/nonexistent/model"], "neither an existing folder nor a hub id"),
+        (["--model", "/nonexistent/model"], "no such folder (and not a hub id"),
         (["learning_rate"], "not KEY=VALUE"),
     ],
 )

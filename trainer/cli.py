@@ -14,7 +14,7 @@ import click
 
 from .errors import EXIT_USER_ERROR, UserError
 
-__all__ = ["train_cmd", "preview_cmd", "env_cmd", "duotune", "train_main", "duotune_main"]
+__all__ = ["train_cmd", "preview_cmd", "env_cmd", "download_cmd", "duotune", "train_main", "duotune_main"]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 DEVICES = ["auto", "cpu", "cuda", "npu", "mps"]
@@ -122,6 +122,56 @@ def preview_cmd(config, device, model, output_dir, overrides, num, jsonl, color)
     run_preview(recipe, path, num=num, jsonl=Path(jsonl) if jsonl else None, color=color)
 
 
+@click.command("download", context_settings=CONTEXT)
+@click.argument("model", metavar="MODEL")
+@click.option(
+    "--hub",
+    type=click.Choice(["hf", "modelers"]),
+    default=None,
+    help="Hub of a bare ORG/NAME id (default: $DUOTUNE_HUB, else hf).",
+)
+@click.option("--revision", metavar="REV", default=None, help="Branch, tag or commit (default: main).")
+@click.option(
+    "--local-dir", metavar="DIR", default=None, help="Put the files in DIR instead of the hub's cache."
+)
+@click.option(
+    "--cache-dir", metavar="DIR", default=None, help="Use this cache instead of the hub client's default."
+)
+@click.option("--trust-remote-code", is_flag=True, help="Also fetch the repo's Python files.")
+@click.option("--allow-pickle-weights", is_flag=True, help="Also fetch pickle weights (*.bin).")
+@user_errors
+def download_cmd(model, hub, revision, local_dir, cache_dir, trust_remote_code, allow_pickle_weights):
+    """Pre-fetch a model (for compute nodes without network).
+
+    \b
+    Examples:
+      duotune download deepseek-ai/deepseek-llm-7b-chat
+      duotune download modelers://AI-Research/Qwen2.5-7B-Instruct
+      duotune download Qwen/Qwen2.5-7B-Instruct --local-dir /shared/models/qwen2.5-7b
+    Then train with HF_HUB_OFFLINE=1 (MODELERS_OFFLINE=1 for Modelers), or point
+    model_name_or_path at the --local-dir folder.
+    """
+    from .hub import fetch_model, parse_model_spec
+
+    ref = parse_model_spec(model, hub)
+    if ref.kind != "hub":
+        raise UserError(f"{model!r} is not a hub model id (ORG/NAME, hf://ORG/NAME or modelers://ORG/NAME)")
+    folder = fetch_model(
+        ref,
+        revision=revision,
+        cache_dir=cache_dir,
+        local_dir=local_dir,
+        trust_remote_code=trust_remote_code,
+        allow_pickle_weights=allow_pickle_weights,
+    )
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    click.echo(f"[duotune] downloaded {ref.describe()} ({size / 2**20:.1f} MiB) to {folder}")
+    offline = "HF_HUB_OFFLINE=1" if ref.hub == "hf" else "MODELERS_OFFLINE=1"
+    click.echo(
+        f"[duotune] train with model_name_or_path={folder if local_dir else model} (works offline with {offline})"
+    )
+
+
 @click.command("env", context_settings=CONTEXT)
 @click.option(
     "--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Device to plan for."
@@ -144,6 +194,7 @@ def duotune():
 duotune.add_command(train_cmd)
 duotune.add_command(preview_cmd)
 duotune.add_command(env_cmd)
+duotune.add_command(download_cmd)
 
 
 def train_main() -> None:

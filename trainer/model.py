@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .hub import ModelSource
+from .hub import resolve_model as hub_resolve_model
 from .recipe import Recipe
 
 __all__ = [
@@ -28,35 +29,16 @@ log = logging.getLogger(__name__)
 TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a model comes from: ``path`` is what from_pretrained receives."""
-
-    spec: str  # as written in the recipe
-    path: str
-    description: str
-
-
-def resolve_model(spec: str) -> ModelSource:
-    """Turn ``model_name_or_path`` into something ``from_pretrained`` can load."""
-    from .demo import demo_model_path, is_demo_id
-
-    if is_demo_id(spec):
-        path = demo_model_path(spec)
-        return ModelSource(spec, str(path), f"{spec} (bundled demo, built at {path})")
-    local = Path(spec).expanduser()
-    if local.exists():
-        if not local.is_dir() or not (local / "config.json").is_file():
-            raise UserError(
-                f"model_name_or_path {spec!r} is not a model folder (no config.json in it); point it at the "
-                "folder that holds config.json, the weights and the tokenizer"
-            )
-        return ModelSource(spec, str(local.resolve()), f"local folder {local.resolve()}")
-    if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
-        raise UserError(
-            f"model_name_or_path {spec!r} is neither an existing folder nor a hub id of the form ORG/NAME"
-        )
-    return ModelSource(spec, spec, f"{spec} (Hugging Face hub)")
+def resolve_model(recipe: Recipe) -> ModelSource:
+    """The recipe's model as a local folder (downloaded from its hub if needed)."""
+    return hub_resolve_model(
+        recipe.model_name_or_path,
+        hub=None if recipe.hub == "auto" else recipe.hub,
+        revision=recipe.revision,
+        cache_dir=recipe.cache_dir,
+        trust_remote_code=recipe.trust_remote_code,
+        allow_pickle_weights=recipe.allow_pickle_weights,
+    )
 
 
 def load_tokenizer(source: ModelSource, recipe: Recipe):
@@ -82,6 +64,8 @@ def load_model(source: ModelSource, recipe: Recipe, *, precision: str, attn_impl
         dtype_key: dtype,
         "trust_remote_code": recipe.trust_remote_code,
         "attn_implementation": attn_implementation,
+        # safetensors only, unless the recipe explicitly trusts pickle weights
+        "use_safetensors": None if recipe.allow_pickle_weights else True,
     }
     try:
         model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)

@@ -62,7 +62,7 @@ def run_preview(
         raise UserError(f"--jsonl {jsonl} is a folder; give a file path")
     if color is None:
         color = sys.stdout.isatty()
-    source = resolve_model(recipe.model_name_or_path)
+    source = resolve_model(recipe)
     tokenizer = load_tokenizer(source, recipe)
     template_desc = apply_template_choice(tokenizer, recipe.template, recipe.model_name_or_path)
     data = prepare_data(recipe, tokenizer)

@@ -64,6 +64,23 @@ class Recipe:
         "Base model: a local folder, a hub id (`ORG/NAME`), or `demo://tiny-llama` for the bundled demo model.",
         "model",
     )
+    hub: Literal["auto", "hf", "modelers"] = _f(
+        "auto",
+        "Hub of a bare `ORG/NAME` id: `hf` (Hugging Face) or `modelers`; `auto` = `$DUOTUNE_HUB`, else hf. "
+        "`hf://ORG/NAME` and `modelers://ORG/NAME` name the hub in the id itself.",
+        "model",
+    )
+    revision: str | None = _f(None, "Branch, tag or commit of a hub model (default: main).", "model")
+    cache_dir: str | None = _f(
+        None,
+        "Download cache; default: the hub client's own (~/.cache/huggingface, ~/.cache/openmind).",
+        "model",
+    )
+    allow_pickle_weights: bool = _f(
+        False,
+        "Also load pickle weights (*.bin), which can run code when loaded; by default only safetensors.",
+        "model",
+    )
     trust_remote_code: bool = _f(
         False, "Allow the model's own Python code from its folder or hub repo.", "model"
     )

@@ -196,7 +196,7 @@ def run_training(recipe: Recipe, recipe_path: Path) -> RunResult:
     for key, value in plan.lines(framework.describe()):
         kv(key, value)
 
-    source = resolve_model(recipe.model_name_or_path)
+    source = resolve_model(recipe)
     kv("model", source.description)
     tokenizer = load_tokenizer(source, recipe)
     template_desc = apply_template_choice(tokenizer, recipe.template, recipe.model_name_or_path)
