@@ -1,62 +1,52 @@
-"""Regenerate tests/golden/demo_cpu_fp32.json: the per-step losses of the demo recipe on CPU in fp32.
+"""Regenerate tests/golden/demo/: the reference run that `duotune parity compare RUN golden:demo` uses.
 
     python scripts/make_golden.py
 
-Runs the real `train` command with no recipe arguments (the bundled demo, seed 42, fp32 on CPU) and
-keeps the first steps of its trainer_log.jsonl at full precision. Regenerate only when a change is
-meant to alter the numbers (demo model, demo data, encoding, defaults), and say why in the commit.
+Runs `duotune parity run --device cpu` on the demo recipe (fp32, seed 42, deterministic) and keeps the
+per-step log (full-precision losses), the final adapter and the run's metadata. Regenerate only when a
+change is meant to alter the numbers (demo model, demo data, encoding, defaults), and say why in the
+commit.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-GOLDEN = REPO / "tests" / "golden" / "demo_cpu_fp32.json"
-STEPS = 10
-COMMAND = ["train", "--device", "cpu", "report_to=none"]
+GOLDEN = REPO / "tests" / "golden" / "demo"
+KEEP = (
+    "trainer_log.jsonl",
+    "adapter_model.safetensors",
+    "adapter_config.json",
+    "run_info.json",
+    "run_config.yaml",
+)
 
 
 def main() -> None:
-    import peft
-    import torch
-    import transformers
-
+    duotune = Path(sys.executable).parent / "duotune"
     with tempfile.TemporaryDirectory() as tmp:
-        train = Path(sys.executable).parent / "train"
+        out = Path(tmp) / "run"
         env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
-        subprocess.run([str(train), *COMMAND[1:], f"output_dir={tmp}/out"], check=True, cwd=tmp, env=env)
-        rows = [json.loads(line) for line in Path(tmp, "out", "trainer_log.jsonl").read_text().splitlines()]
-    steps = [
-        {k: r[k] for k in ("current_steps", "loss", "grad_norm", "learning_rate")}
-        for r in rows
-        if "loss" in r
-    ][:STEPS]
-    GOLDEN.parent.mkdir(parents=True, exist_ok=True)
-    GOLDEN.write_text(
-        json.dumps(
-            {
-                "command": " ".join(COMMAND) + " output_dir=OUT",
-                "generated_with": {
-                    "python": platform.python_version(),
-                    "torch": torch.__version__,
-                    "transformers": transformers.__version__,
-                    "peft": peft.__version__,
-                    "machine": platform.machine(),
-                },
-                "steps": steps,
-            },
-            indent=2,
-        )
-        + "\n"
+        cmd = [str(duotune), "parity", "run", "--device", "cpu", "--output-dir", str(out)]
+        subprocess.run(cmd, check=True, cwd=tmp, env=env)
+        if GOLDEN.exists():
+            shutil.rmtree(GOLDEN)
+        GOLDEN.mkdir(parents=True)
+        for name in KEEP:
+            shutil.copy2(out / name, GOLDEN / name)
+            (GOLDEN / name).chmod(0o644)
+    (GOLDEN / "README.md").write_text(
+        "Reference run of the demo recipe: `duotune parity run --device cpu` (fp32, seed 42).\n"
+        "Regenerate with `python scripts/make_golden.py`; compare a run with "
+        "`duotune parity compare RUN golden:demo`.\n"
     )
-    print(f"wrote {GOLDEN} ({len(steps)} steps)")
+    print(f"wrote {GOLDEN}")
 
 
 if __name__ == "__main__":

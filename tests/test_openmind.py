@@ -16,7 +16,7 @@ from conftest import REPO, read_jsonl, run_cli
 
 pytestmark = pytest.mark.openmind
 
-GOLDEN = json.loads((REPO / "tests" / "golden" / "demo_cpu_fp32.json").read_text())
+GOLDEN_STEPS = read_jsonl(REPO / "tests" / "golden" / "demo" / "trainer_log.jsonl")[:10]
 
 
 def test_importing_openmind_through_duotune_leaves_transformers_as_it_was():
@@ -86,8 +86,9 @@ def test_openmind_stack_reproduces_the_current_stacks_losses(tmp_path):
     """The golden losses were made with transformers 5.x (scripts/make_golden.py); the openMind Trainer
     on transformers 4.45.2 gives the same per-step losses within 1e-4 relative."""
     out, _ = _train(tmp_path, "golden", "framework=openmind")
-    got = _losses(out)[: len(GOLDEN["steps"])]
-    for row, loss in zip(GOLDEN["steps"], got):
+    got = _losses(out)[: len(GOLDEN_STEPS)]
+    assert len(got) == len(GOLDEN_STEPS) == 10
+    for row, loss in zip(GOLDEN_STEPS, got):
         assert abs(loss - row["loss"]) <= 1e-4 * abs(row["loss"]), (row["current_steps"], loss, row["loss"])
 
 
@@ -108,3 +109,21 @@ def test_swanlab_runs_on_the_openmind_stack(tmp_path):
     assert len(runs) == 1
     config = yaml.safe_load((runs[0] / "files" / "config.yaml").read_text())
     assert config["framework"]["value"] == "openmind" and config["lora_rank"]["value"] == 16
+
+
+def test_parity_compare_finds_the_two_frameworks_matching(tmp_path):
+    """`duotune parity` across frameworks, as a user would check it."""
+    runs = {}
+    for name in ("openmind", "transformers"):
+        out = tmp_path / name
+        proc = run_cli(
+            "duotune", "parity", "run", "--device", "cpu", "--framework", name, "--output-dir", str(out),
+            "max_steps=12", "max_samples=48", cwd=tmp_path,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[name] = out
+    proc = run_cli("duotune", "parity", "compare", str(runs["openmind"]), str(runs["transformers"]))
+    assert proc.returncode == 0, proc.stdout
+    assert "MATCH" in proc.stdout
+    info = json.loads((runs["openmind"] / "run_info.json").read_text())
+    assert info["framework"].startswith("openmind 1.0.0")

@@ -42,6 +42,16 @@ def user_errors(func):
     return wrapper
 
 
+def _report_interrupt(stopped) -> None:
+    where = f"checkpoint saved at {stopped.checkpoint}" if stopped.checkpoint else "no checkpoint was saved"
+    click.echo(
+        f"[duotune] stopped at step {stopped.step}: {where}. Resume with the same command plus "
+        "resume_from_checkpoint=auto",
+        err=True,
+    )
+    sys.exit(stopped.exit_code)
+
+
 def _load(config: str | None, overrides: tuple[str, ...], **shorthand):
     from .recipe import load_recipe, parse_overrides
 
@@ -76,10 +86,41 @@ def _recipe_options(func):
     return func
 
 
+NPROC_HELP = (
+    "Processes to train with: a number, or `auto` for one per visible device. Runs under torchrun; "
+    "multi-node through NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT."
+)
+
+
+def _launch_argv(command: list[str], config, device, model, output_dir, overrides) -> list[str]:
+    argv = list(command)
+    for flag, value in (
+        ("--config", config),
+        ("--device", device),
+        ("--model", model),
+        ("--output-dir", output_dir),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv + list(overrides)
+
+
+def _maybe_relaunch(nproc, command, config, device, model, output_dir, overrides, recipe) -> None:
+    """Re-run this command under torchrun when more than one process is asked for."""
+    from .launch import relaunch, resolve_nproc, under_torchrun
+
+    if under_torchrun():
+        return
+    n = resolve_nproc(nproc, device or recipe.device)
+    if n > 1:
+        sys.exit(relaunch(n, _launch_argv(command, config, device, model, output_dir, overrides)))
+
+
 @click.command("train", context_settings=CONTEXT, epilog=OVERRIDES_HELP)
 @_recipe_options
+@click.option("--nproc", metavar="N|auto", default=None, help=NPROC_HELP)
 @user_errors
-def train_cmd(config, device, model, output_dir, overrides):
+def train_cmd(config, device, model, output_dir, overrides, nproc):
     """Fine-tune a LoRA adapter as the recipe says.
 
     \b
@@ -89,9 +130,14 @@ def train_cmd(config, device, model, output_dir, overrides):
       train --config my.yaml learning_rate=2e-4 max_steps=100
     """
     recipe, path = _load(config, overrides, model_name_or_path=model, output_dir=output_dir, device=device)
+    _maybe_relaunch(nproc, ["train"], config, device, model, output_dir, overrides, recipe)
+    from .lifecycle import Interrupted
     from .train import run_training
 
-    run_training(recipe, path)
+    try:
+        run_training(recipe, path)
+    except Interrupted as stopped:
+        _report_interrupt(stopped)
 
 
 @click.command("preview", context_settings=CONTEXT, epilog=OVERRIDES_HELP)
@@ -120,6 +166,97 @@ def preview_cmd(config, device, model, output_dir, overrides, num, jsonl, color)
     from .preview import run_preview
 
     run_preview(recipe, path, num=num, jsonl=Path(jsonl) if jsonl else None, color=color)
+
+
+@click.group("parity", context_settings=CONTEXT)
+def parity_group():
+    """Check that a recipe gives the same model on two machines.
+
+    \b
+    On a new cluster:
+      duotune parity run --device cuda --output-dir parity-cuda
+      duotune parity compare parity-cuda golden:demo
+    """
+
+
+@parity_group.command("run", context_settings=CONTEXT, epilog=OVERRIDES_HELP)
+@_recipe_options
+@click.option("--framework", type=click.Choice(["auto", "transformers", "openmind"]), default=None)
+@click.option("--nproc", metavar="N|auto", default=None, help=NPROC_HELP)
+@user_errors
+def parity_run_cmd(config, device, model, output_dir, overrides, framework, nproc):
+    """Train deterministically and record every step (loss, grad norm, learning rate) and the adapter.
+
+    Without --config it runs the demo recipe, like `train`. It sets logging_steps=1, lora_dropout=0,
+    deterministic=true and report_to=none on top of the recipe.
+    """
+    from .parity import PARITY_OVERRIDES
+
+    if output_dir is None and not any(o.startswith(("output_dir=", "output-dir=")) for o in overrides):
+        raise UserError("parity run needs --output-dir DIR (the run folder that `parity compare` reads)")
+    extra = [f"{k}={'true' if v is True else v}" for k, v in PARITY_OVERRIDES.items()]
+    extra += ["overwrite_output_dir=true"]
+    if framework:
+        extra.append(f"framework={framework}")
+    all_overrides = tuple(extra) + tuple(overrides)
+    recipe, path = _load(
+        config, all_overrides, model_name_or_path=model, output_dir=output_dir, device=device
+    )
+    _maybe_relaunch(nproc, ["parity", "run"], config, device, model, output_dir, all_overrides, recipe)
+    from .lifecycle import Interrupted
+    from .train import run_training
+
+    try:
+        result = run_training(recipe, path)
+    except Interrupted as stopped:
+        _report_interrupt(stopped)
+    from .console import echo
+
+    echo(f"parity run recorded in {result.output_dir}; compare it with `duotune parity compare`")
+
+
+@parity_group.command("compare", context_settings=CONTEXT)
+@click.argument("run_a", metavar="A")
+@click.argument("run_b", metavar="B")
+@click.option(
+    "--report",
+    "report_dir",
+    metavar="DIR",
+    default=None,
+    help="Where to write the report (default: A's folder).",
+)
+@user_errors
+def parity_compare_cmd(run_a, run_b, report_dir):
+    """Compare two parity runs step by step and their final adapters.
+
+    A and B are run folders (from any machine) or golden:NAME for a checked-in reference (golden:demo).
+    Writes parity_report.md, parity.json and parity_loss.png; exits 0 when the runs match within the
+    tolerance for their precisions, 1 when they do not.
+    """
+    from .parity import compare_runs, load_run, write_report
+
+    a, b = load_run(run_a), load_run(run_b)
+    result = compare_runs(a, b)
+    target = Path(report_dir) if report_dir else (a.folder if not run_a.startswith("golden:") else b.folder)
+    files = write_report(result, target)
+    tol = result["tolerance"]
+    click.echo(
+        f"[duotune] {result['steps_compared']} steps compared ({tol['name']}): mean relative loss difference "
+        f"{result['mean_rel_loss_diff']:.3g} (bound {tol['mean_rel_loss']:g}), max {result['max_rel_loss_diff']:.3g} "
+        f"(bound {tol['max_rel_loss']:g})"
+    )
+    ad = result["adapter"]
+    if ad.get("compared"):
+        click.echo(
+            f"[duotune] adapters: worst relative L2 difference {ad['max_rel_l2_diff']:.3g} (bound {tol['adapter_rel']:g})"
+        )
+    if result["ok"]:
+        click.echo(f"[duotune] MATCH. Report: {files[0]}")
+        return
+    for problem in result["problems"]:
+        click.echo(f"[duotune] {problem}")
+    click.echo(f"[duotune] NO MATCH. Report: {files[0]}")
+    sys.exit(1)
 
 
 @click.command("download", context_settings=CONTEXT)
@@ -195,6 +332,7 @@ duotune.add_command(train_cmd)
 duotune.add_command(preview_cmd)
 duotune.add_command(env_cmd)
 duotune.add_command(download_cmd)
+duotune.add_command(parity_group)
 
 
 def train_main() -> None:

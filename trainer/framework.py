@@ -208,6 +208,16 @@ def build_training_args(
     kwargs["eval_strategy" if "eval_strategy" in known else "evaluation_strategy"] = strategy
     if has_eval and recipe.eval_steps:
         kwargs["eval_steps"] = recipe.eval_steps
+    if recipe.deterministic:
+        kwargs["full_determinism"] = True  # seeds everything and turns on deterministic kernels
+    if recipe.deepspeed:
+        from .train import deepspeed_config
+
+        kwargs["deepspeed"] = deepspeed_config(recipe.deepspeed)
+    if recipe.fsdp:
+        kwargs["fsdp"] = f"{recipe.fsdp} auto_wrap"
+        # frozen base weights and trainable LoRA weights share FSDP units: needs use_orig_params
+        kwargs["fsdp_config"] = {"use_orig_params": True}
     kwargs.update(extra or {})
     kwargs = {k: v for k, v in kwargs.items() if k in known}
     _check_names(recipe)

@@ -27,6 +27,17 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+# config attributes that switch dropout on in common architectures (zeroed for deterministic runs)
+DROPOUT_KEYS = (
+    "attention_dropout",
+    "hidden_dropout",
+    "dropout",
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+)
 
 
 def resolve_model(recipe: Recipe) -> ModelSource:
@@ -67,6 +78,14 @@ def load_model(source: ModelSource, recipe: Recipe, *, precision: str, attn_impl
         # safetensors only, unless the recipe explicitly trusts pickle weights
         "use_safetensors": None if recipe.allow_pickle_weights else True,
     }
+    if recipe.deterministic:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(source.path, trust_remote_code=recipe.trust_remote_code)
+        for name in DROPOUT_KEYS:
+            if isinstance(getattr(config, name, None), float):
+                setattr(config, name, 0.0)
+        kwargs["config"] = config
     try:
         model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
     except (OSError, ValueError) as e:

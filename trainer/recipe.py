@@ -213,6 +213,21 @@ class Recipe:
         None, "Continue from a checkpoint folder, or `auto` for the newest one in output_dir.", "train"
     )
     dataloader_num_workers: int = _f(0, "Worker processes that collate batches.", "train")
+    deterministic: bool = _f(
+        False,
+        "Deterministic algorithms and no dropout in the base model (what `duotune parity run` uses).",
+        "train",
+    )
+    deepspeed: str | None = _f(
+        None,
+        "DeepSpeed: `zero2`, `zero3` (configs/deepspeed/) or the path of a DeepSpeed JSON config. CUDA and NPU only.",
+        "train",
+    )
+    fsdp: str | None = _f(
+        None,
+        "FSDP through accelerate: `full_shard` or `shard_grad_op` (auto-wrapping the decoder layers). CUDA and NPU only.",
+        "train",
+    )
 
     # ---------------------------------------------------------------- tracking
     report_to: list[str] = _f(
@@ -336,6 +351,13 @@ class Recipe:
         if self.eval_steps is not None and self.val_size == 0:
             p.append("'eval_steps' is set but 'val_size' is 0: set val_size (e.g. 0.1) to evaluate")
         need(self.dataloader_num_workers >= 0, "dataloader_num_workers", "must be >= 0")
+        need(
+            self.fsdp is None or self.fsdp in ("full_shard", "shard_grad_op"),
+            "fsdp",
+            "must be full_shard, shard_grad_op or null",
+        )
+        if self.fsdp and self.deepspeed:
+            p.append("'deepspeed' and 'fsdp' are both set: choose one way to shard")
         if "none" in self.report_to and len(self.report_to) > 1:
             p.append(f"'report_to': `none` cannot be combined with trackers, got {self.report_to!r}")
         return p

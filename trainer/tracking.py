@@ -55,8 +55,18 @@ def make_log_callback(output_dir: str | Path):
         def on_train_begin(self, args, state, control, **kwargs):
             self.start_time = time.time()
             self.start_step = state.global_step
-            if state.is_world_process_zero and state.global_step == 0 and self.path.exists():
-                self.path.unlink()  # a fresh run starts a fresh log; a resumed run appends
+            if not state.is_world_process_zero or not self.path.exists():
+                return
+            if state.global_step == 0:
+                self.path.unlink()  # a fresh run starts a fresh log
+                return
+            # a resumed run appends, after dropping what the interrupted run logged past the checkpoint
+            kept = [
+                line
+                for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line)["current_steps"] <= state.global_step
+            ]
+            self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs:

@@ -8,6 +8,7 @@ settings) is checked before the output directory is touched, so a refused run le
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,11 @@ from .recipe import Recipe
 __all__ = ["Plan", "RunResult", "make_plan", "prepare_data", "run_training", "RUN_CONFIG"]
 
 RUN_CONFIG = "run_config.yaml"
+RUN_INFO = "run_info.json"
 # Files a run writes into output_dir; overwrite_output_dir removes exactly these (and checkpoint-*).
 RUN_ARTIFACTS = (
     RUN_CONFIG,
+    RUN_INFO,
     "trainer_log.jsonl",
     "training_loss.png",
     "training_eval_loss.png",
@@ -60,6 +63,16 @@ class Plan:
         ]
 
 
+def make_plan_device(device: str):
+    """The backend a `--device` value selects (for `--nproc auto`)."""
+    from backends import BackendError, select_backend
+
+    try:
+        return select_backend(device)[0]
+    except BackendError as e:
+        raise UserError(str(e)) from None
+
+
 def make_plan(recipe: Recipe, device: str | None = None) -> Plan:
     """Pick the backend and let it decide device, precision and attention; pick the framework."""
     from backends import BackendError, select_backend
@@ -82,10 +95,47 @@ def make_plan(recipe: Recipe, device: str | None = None) -> Plan:
         attn, attn_why = backend.attn_implementation(precision)
     else:
         attn, attn_why = recipe.attn_implementation, "from the recipe"
+    _check_strategy(recipe, backend)
     framework, framework_why = resolve_framework(recipe.framework, backend.device_type)
     return Plan(
         backend, backend.device(), why, precision, precision_why, attn, attn_why, framework, framework_why
     )
+
+
+def _check_strategy(recipe: Recipe, backend) -> None:
+    """DeepSpeed and FSDP shard across accelerators; refuse them where they cannot run."""
+    import importlib.util
+
+    what = "deepspeed" if recipe.deepspeed else "fsdp" if recipe.fsdp else None
+    if what is None:
+        return
+    if backend.name not in ("cuda", "npu"):
+        raise UserError(
+            f"{what} needs CUDA GPUs or Ascend NPUs, not {backend.name}; on {backend.name} train several "
+            "processes with plain data parallelism instead (train --nproc N)"
+        )
+    if recipe.deepspeed and importlib.util.find_spec("deepspeed") is None:
+        raise UserError(
+            "deepspeed is not installed: pip install deepspeed (on Ascend it runs through the Ascend adapter)"
+        )
+    if recipe.deepspeed:
+        deepspeed_config(recipe.deepspeed)
+
+
+def deepspeed_config(value: str) -> str:
+    """`zero2` / `zero3` (shipped in configs/deepspeed/) or a path to a DeepSpeed JSON config."""
+    import json
+
+    from .recipe import configs_dir
+
+    path = configs_dir() / "deepspeed" / f"{value}.json" if value in ("zero2", "zero3") else Path(value)
+    if not path.is_file():
+        raise UserError(f"deepspeed: {value!r} is neither zero2, zero3 nor an existing JSON file")
+    try:
+        json.loads(path.read_text())
+    except ValueError as e:
+        raise UserError(f"deepspeed config {path} is not valid JSON: {e}") from None
+    return str(path)
 
 
 def prepare_data(recipe: Recipe, tokenizer):
@@ -153,27 +203,60 @@ def _clear_previous_run(out: Path) -> None:
     for p in out.iterdir():
         if p.name in RUN_ARTIFACTS and p.is_file():
             p.unlink()
-        elif p.name.startswith("checkpoint-") and p.is_dir():
+        elif (p.name.startswith("checkpoint-") or p.name == "pissa_init") and p.is_dir():
             shutil.rmtree(p)
 
 
+def main_process_first(backend):
+    """In a multi-process run, let rank 0 do a cacheable step before the others (a no-op otherwise)."""
+    import contextlib
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return contextlib.nullcontext()
+    from accelerate import PartialState
+
+    state = PartialState(cpu=backend.name == "cpu", backend=backend.dist_backend)
+    return state.main_process_first()
+
+
+def write_run_info(out: Path, plan: Plan, framework) -> None:
+    """What ran where (read by `duotune parity compare` to choose its tolerances)."""
+    import json
+    import platform
+    from importlib import metadata
+
+    versions = {}
+    for dist in ("torch", "transformers", "peft", "accelerate", "openmind", "torch-npu"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    info = {
+        "device": plan.device,
+        "backend": plan.backend.name,
+        "precision": plan.precision,
+        "attn_implementation": plan.attn_implementation,
+        "framework": framework.describe(),
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+    (out / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+
 def _resolve_resume(recipe: Recipe) -> str | None:
+    from .lifecycle import check_checkpoint, last_complete_checkpoint
+
     if not recipe.resume_from_checkpoint:
         return None
     if recipe.resume_from_checkpoint == "auto":
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last = get_last_checkpoint(recipe.output_dir) if Path(recipe.output_dir).is_dir() else None
+        last = last_complete_checkpoint(recipe.output_dir)
         if last is None:
-            echo(f"no checkpoint in {recipe.output_dir} to resume from: starting from the beginning")
-        return last
-    path = Path(recipe.resume_from_checkpoint)
-    if not (path / "trainer_state.json").is_file():
-        raise UserError(
-            f"resume_from_checkpoint {path} is not a checkpoint folder (no trainer_state.json); "
-            "use a checkpoint-N folder or `auto`"
-        )
-    return str(path)
+            echo(f"no complete checkpoint in {recipe.output_dir} to resume from: starting from the beginning")
+            return None
+        echo(f"resuming from {last}")
+        return str(last)
+    return str(check_checkpoint(Path(recipe.resume_from_checkpoint)))
 
 
 @dataclass
@@ -195,13 +278,23 @@ def run_training(recipe: Recipe, recipe_path: Path) -> RunResult:
     echo(f"recipe {recipe_path}")
     for key, value in plan.lines(framework.describe()):
         kv(key, value)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if framework.transformers_major_minor < (4, 46) and (recipe.gradient_accumulation_steps > 1 or world > 1):
+        kv(
+            "note",
+            f"transformers {framework.transformers_version} averages the loss per micro-batch and per process, "
+            "not per token; with gradient accumulation or several processes the updates differ slightly from "
+            "transformers >= 4.46 (`duotune parity compare` shows by how much)",
+        )
 
-    source = resolve_model(recipe)
+    with main_process_first(plan.backend):  # one download / demo build, the other ranks reuse it
+        source = resolve_model(recipe)
     kv("model", source.description)
     tokenizer = load_tokenizer(source, recipe)
     template_desc = apply_template_choice(tokenizer, recipe.template, recipe.model_name_or_path)
 
-    data = prepare_data(recipe, tokenizer)
+    with main_process_first(plan.backend):  # rank 0 tokenizes and caches; the others read the cache
+        data = prepare_data(recipe, tokenizer)
     for key, value in describe_data(data, template_desc):
         kv(key, value)
     if data.num_examples == 0:
@@ -255,16 +348,20 @@ def run_training(recipe: Recipe, recipe_path: Path) -> RunResult:
     # ---- nothing above wrote to output_dir; from here on the run is real
     out = Path(recipe.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if recipe.overwrite_output_dir and not resume:
-        _clear_previous_run(out)
-    (out / RUN_CONFIG).write_text(recipe.to_yaml(), encoding="utf-8")
+    if is_main_process():  # rank 0 alone owns the files of output_dir
+        if recipe.overwrite_output_dir and not resume:
+            _clear_previous_run(out)
+        (out / RUN_CONFIG).write_text(recipe.to_yaml(), encoding="utf-8")
+        write_run_info(out, plan, framework)
 
     from collators import Seq2SeqCollator
 
+    from .lifecycle import GracefulStop, Interrupted, last_complete_checkpoint, make_lifecycle_callback
     from .tracking import make_log_callback, plot_losses, start_swanlab
 
     collator = Seq2SeqCollator.from_tokenizer(tokenizer, pad_to_multiple_of=recipe.pad_to_multiple_of)
-    callbacks: list = [make_log_callback(out)]
+    stop = GracefulStop()
+    callbacks: list = [make_log_callback(out), make_lifecycle_callback(stop)]
     is_main = is_main_process()
     if use_swanlab and is_main:
         mode, why = start_swanlab(recipe, out)
@@ -273,7 +370,7 @@ def run_training(recipe: Recipe, recipe_path: Path) -> RunResult:
             from swanlab.integration.transformers import SwanLabCallback
 
             callbacks.append(SwanLabCallback())
-    if recipe.pissa_init:
+    if recipe.pissa_init and not (out / "pissa_init").is_dir():
         model.save_pretrained(str(out / "pissa_init"))  # the reference for converting PiSSA back to LoRA
 
     trainer = make_trainer(
@@ -287,7 +384,14 @@ def run_training(recipe: Recipe, recipe_path: Path) -> RunResult:
         callbacks=callbacks,
         loraplus_lr_ratio=recipe.loraplus_lr_ratio,
     )
-    result = trainer.train(resume_from_checkpoint=resume)
+    with stop:
+        result = trainer.train(resume_from_checkpoint=resume)
+    if stop.signum is not None:
+        if use_swanlab and is_main:
+            import swanlab
+
+            swanlab.finish()
+        raise Interrupted(stop.signum, trainer.state.global_step, last_complete_checkpoint(out))
     memory = plan.backend.memory_stats()
     if memory:
         kv("memory", ", ".join(f"{k.replace('_bytes', '')} {v / 2**30:.2f} GiB" for k, v in memory.items()))

@@ -1,0 +1,67 @@
+"""Multi-process training through torchrun (torch.distributed.run), never a launcher of our own.
+
+``train --nproc N`` (or ``--nproc auto``: one process per visible device of the chosen backend) re-runs
+the same command under torchrun. Multi-node runs take the usual variables: ``NNODES``, ``NODE_RANK``,
+``MASTER_ADDR``, ``MASTER_PORT``. Each worker finds its device from ``LOCAL_RANK`` and the collective
+backend (nccl / hccl / gloo) from its backend.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from .errors import UserError
+
+__all__ = ["under_torchrun", "resolve_nproc", "relaunch"]
+
+
+def under_torchrun() -> bool:
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def resolve_nproc(value: str | None, device: str) -> int:
+    if value in (None, "", "1"):
+        return 1
+    if value == "auto":
+        from .train import make_plan_device
+
+        backend = make_plan_device(device)
+        return max(1, backend.device_count())
+    try:
+        n = int(value)
+    except ValueError:
+        raise UserError(f"--nproc {value!r}: give a number of processes or `auto`") from None
+    if n < 1:
+        raise UserError(f"--nproc {n}: must be >= 1")
+    return n
+
+
+def relaunch(nproc: int, argv: list[str]) -> int:
+    """Run ``python -m trainer.cli <argv>`` in ``nproc`` processes per node under torchrun."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
+    nnodes = int(os.environ.get("NNODES", "1"))
+    if nnodes > 1:
+        if "MASTER_ADDR" not in os.environ:
+            raise UserError(
+                "multi-node training needs MASTER_ADDR (and NODE_RANK, MASTER_PORT) in the environment"
+            )
+        cmd += [
+            "--nnodes", str(nnodes),
+            "--node_rank", os.environ.get("NODE_RANK", "0"),
+            "--master_addr", os.environ["MASTER_ADDR"],
+            "--master_port", os.environ.get("MASTER_PORT", "29500"),
+        ]  # fmt: skip
+    else:
+        cmd += ["--standalone"]
+    cmd += ["-m", "trainer.cli", *argv]
+    print(f"[duotune] launching {nproc * nnodes} processes: {' '.join(cmd)}", flush=True)
+    # torchrun forwards SIGINT/SIGTERM to the workers, which save a checkpoint and stop; this process
+    # only waits for them and passes their exit code on.
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return subprocess.call(cmd)
+    finally:
+        signal.signal(signal.SIGINT, old)
