@@ -54,7 +54,13 @@ def _isolated_environment(tmp_path_factory):
             os.environ[k] = v
 
 
-def run_cli(*args: str, cwd: Path | str | None = None, env: dict | None = None, timeout: int = 600):
+def run_cli(
+    *args: str,
+    cwd: Path | str | None = None,
+    env: dict | None = None,
+    timeout: int = 600,
+    input_text: str | None = None,
+):
     """Run a console script (train / duotune) of this environment in a subprocess."""
     script, *rest = args
     full_env = dict(os.environ)
@@ -66,6 +72,8 @@ def run_cli(*args: str, cwd: Path | str | None = None, env: dict | None = None, 
         capture_output=True,
         text=True,
         timeout=timeout,
+        input=input_text,
+        stdin=None if input_text is not None else subprocess.DEVNULL,
     )
 
 

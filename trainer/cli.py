@@ -309,6 +309,205 @@ def download_cmd(model, hub, revision, local_dir, cache_dir, trust_remote_code, 
     )
 
 
+DEVICE_OPTION_HELP = "Device (default: auto = NPU, then CUDA, then MPS, then CPU)."
+
+
+@click.command("merge", context_settings=CONTEXT)
+@click.option(
+    "--adapter", required=True, metavar="DIR", help="The adapter: a training output_dir or checkpoint-N."
+)
+@click.option(
+    "--base", metavar="MODEL", default=None, help="Base model (default: the one the adapter was trained on)."
+)
+@click.option(
+    "--output-dir",
+    "output_dir",
+    required=True,
+    metavar="DIR",
+    help="Where the merged model goes (new folder).",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
+    default="auto",
+    show_default=True,
+    help="Weights dtype of the merged model (auto: the base model's own on CPU).",
+)
+@click.option("--max-shard-size", default="5GB", show_default=True, help="Largest safetensors file.")
+@click.option(
+    "--device", type=click.Choice(DEVICES), default="cpu", show_default=True, help="Where to merge."
+)
+@user_errors
+def merge_cmd(adapter, base, output_dir, dtype, max_shard_size, device):
+    """Fold a LoRA adapter into its base model and save a standalone model.
+
+    The merged folder holds sharded safetensors, the tokenizer with the chat template used in training,
+    the base model's other non-weight files and a README saying what it was merged from; it loads with
+    plain transformers. Merging on CPU needs about as much memory as the model in --dtype (a 7B model:
+    ~15 GB in bf16, ~30 GB in fp32).
+    """
+    from .merge import merge_adapter
+
+    merge_adapter(adapter, output_dir, base=base, dtype=dtype, max_shard_size=max_shard_size, device=device)
+
+
+def _generation_options(func):
+    for decorator in reversed(
+        [
+            click.option("--max-new-tokens", type=click.IntRange(min=1), default=512, show_default=True),
+            click.option(
+                "--temperature", type=click.FloatRange(min=0.0, min_open=True), default=0.7, show_default=True
+            ),
+            click.option(
+                "--top-p", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.9, show_default=True
+            ),
+            click.option(
+                "--repetition-penalty",
+                type=click.FloatRange(min=0.0, min_open=True),
+                default=1.1,
+                show_default=True,
+            ),
+            click.option(
+                "--do-sample/--greedy",
+                default=True,
+                show_default=True,
+                help="Sample, or always take the likeliest token.",
+            ),
+            click.option("--seed", type=int, default=None, help="Seed for sampling (reproducible answers)."),
+        ]
+    ):
+        func = decorator(func)
+    return func
+
+
+@click.command("chat", context_settings=CONTEXT)
+@click.option(
+    "--model",
+    metavar="MODEL",
+    default=None,
+    help="Base model: folder or hub id (default: the adapter's base).",
+)
+@click.option("--adapter", metavar="DIR", default=None, help="A trained adapter to apply.")
+@click.option("--device", type=click.Choice(DEVICES), default=None, help=DEVICE_OPTION_HELP)
+@click.option(
+    "--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True
+)
+@click.option("--system", metavar="TEXT", default=None, help="System prompt.")
+@click.option("--prompt", metavar="TEXT", default=None, help="Answer this one message and exit.")
+@click.option("--compare", is_flag=True, help="Show the base model's and the adapter's answers side by side.")
+@_generation_options
+@user_errors
+def chat_cmd(model, adapter, device, dtype, system, prompt, compare, max_new_tokens, temperature, top_p,
+             repetition_penalty, do_sample, seed):  # fmt: skip
+    """Chat with a model through its chat template, streaming the answer."""
+    from .chat import Chat, GenerationSettings, side_by_side
+    from .inference import load_model_and_tokenizer
+
+    if compare and not adapter:
+        raise UserError("--compare needs --adapter (it compares the base model with the adapter)")
+    lm = load_model_and_tokenizer(model, adapter, device=device, dtype=dtype)
+    if not getattr(lm.tokenizer, "chat_template", None):
+        raise UserError(f"the tokenizer of {lm.base.model_name_or_path} has no chat template; chat needs one")
+    settings = GenerationSettings(max_new_tokens, temperature, top_p, repetition_penalty, do_sample)
+    if seed is not None:
+        from transformers import set_seed
+
+        set_seed(seed)
+    chat = Chat(lm, settings, system=system)
+    if prompt is None:
+        chat.loop(compare=compare)
+        return
+    if compare:
+        base, tuned = chat.compare(prompt)
+        click.echo(side_by_side("base model", base, "with adapter", tuned))
+    else:
+        chat.answer(prompt, stream=True)
+
+
+@click.command("eval", context_settings=CONTEXT)
+@click.option(
+    "--model",
+    metavar="MODEL",
+    default=None,
+    help="Base model: folder or hub id (default: the adapter's base).",
+)
+@click.option("--adapter", metavar="DIR", default=None, help="A trained adapter to apply.")
+@click.option(
+    "--dataset",
+    "datasets",
+    metavar="PATH",
+    multiple=True,
+    required=True,
+    help="JSON/JSONL file in any training format (repeatable), or demo://counselling.",
+)
+@click.option(
+    "--dataset-format", type=click.Choice(["auto", "conversation", "alpaca", "messages"]), default="auto"
+)
+@click.option("--template", default="auto", show_default=True, help="Chat template (as in the recipe).")
+@click.option(
+    "--cutoff-len",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Default: the adapter's training cutoff_len, else 2048.",
+)
+@click.option("--max-samples", type=click.IntRange(min=1), default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default=None, help=DEVICE_OPTION_HELP)
+@click.option(
+    "--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True
+)
+@click.option(
+    "--output",
+    metavar="FILE",
+    default="eval_results.json",
+    show_default=True,
+    help="Where to write the results.",
+)
+@user_errors
+def eval_cmd(
+    model,
+    adapter,
+    datasets,
+    dataset_format,
+    template,
+    cutoff_len,
+    max_samples,
+    batch_size,
+    device,
+    dtype,
+    output,
+):
+    """Loss and perplexity on the learned tokens of a dataset, encoded exactly as training does."""
+    from .evaluate import evaluate_dataset
+    from .inference import load_model_and_tokenizer
+
+    if cutoff_len is None:
+        cutoff_len = _adapter_cutoff(adapter) or 2048
+    lm = load_model_and_tokenizer(model, adapter, device=device, dtype=dtype)
+    evaluate_dataset(
+        lm,
+        list(datasets),
+        dataset_format=dataset_format,
+        template=template,
+        cutoff_len=cutoff_len,
+        max_samples=max_samples,
+        batch_size=batch_size,
+        output=Path(output),
+    )
+
+
+def _adapter_cutoff(adapter: str | None) -> int | None:
+    if not adapter:
+        return None
+    import yaml
+
+    for path in (Path(adapter) / "run_config.yaml", Path(adapter).parent / "run_config.yaml"):
+        if path.is_file():
+            value = (yaml.safe_load(path.read_text()) or {}).get("cutoff_len")
+            return int(value) if value else None
+    return None
+
+
 @click.command("env", context_settings=CONTEXT)
 @click.option(
     "--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Device to plan for."
@@ -333,6 +532,9 @@ duotune.add_command(preview_cmd)
 duotune.add_command(env_cmd)
 duotune.add_command(download_cmd)
 duotune.add_command(parity_group)
+duotune.add_command(merge_cmd)
+duotune.add_command(chat_cmd)
+duotune.add_command(eval_cmd)
 
 
 def train_main() -> None:

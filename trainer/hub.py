@@ -179,8 +179,18 @@ def _explain(e: BaseException, ref: ModelRef, offline: bool, target: str) -> str
             f"pre-download it with `duotune download {ref.spec}` where there is network (and copy the cache), "
             f"use {_mirror_hint(ref.hub)}, or point model_name_or_path at a local folder"
         )
+    if "GatedRepoError" in names and ref.hub == "modelers":
+        return f"Modelers refused the token in {token_var} (401) for {repo}; check the token"
     if "GatedRepoError" in names:
         return f"{hub} model {repo} is gated: accept its terms on the hub, then set {token_var}"
+    text = str(e)
+    if isinstance(e, ValueError) and "Access denied" in text:
+        return (
+            f"openmind_hub writes only below /tmp and your home folder, not to {target}; set "
+            f"HUB_WHITE_LIST_PATHS={target} (before starting) or choose another cache_dir"
+        )
+    if isinstance(e, ValueError) and "white list" in text:
+        return "OPENMIND_HUB_ENDPOINT must be an https URL on a Modelers domain (e.g. https://modelers.cn)"
     if "RevisionNotFoundError" in names:
         return f"{hub} model {repo} has no revision {getattr(e, 'revision', None) or '(requested)'}; check `revision`"
     if "RepositoryNotFoundError" in names or _status(e) in (401, 403, 404):
@@ -244,6 +254,14 @@ def fetch_model(
     )
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     target = local_dir or cache_dir or ("the Hugging Face cache" if ref.hub == "hf" else "the Modelers cache")
+    if ref.hub == "modelers" and offline:
+        # openmind_hub asks the hub whether the repo exists even with local_files_only=True, so offline
+        # Modelers models are looked up in its cache here, without the client
+        folder = _modelers_cached_snapshot(ref.repo_id, revision, cache_dir, local_dir)
+        if folder is None:
+            raise UserError(_explain(FileNotFoundError("not cached"), ref, True, str(target)))
+        check_model_folder(folder, ref.spec, allow_pickle_weights=allow_pickle_weights)
+        return folder
     if local_dir:
         _clear_marker(Path(local_dir))
     try:
@@ -257,11 +275,34 @@ def fetch_model(
     except Exception as e:
         if isinstance(e, (ImportError, TypeError, AttributeError, NameError, AssertionError)):
             raise  # our bug or a broken install, not a download problem: keep the traceback
+        if isinstance(e, RuntimeError) and e.__cause__ is not None:
+            e = e.__cause__  # openmind_hub >= 1.3 wraps the real error after retrying
         raise UserError(_explain(e, ref, offline, str(target))) from None
     check_model_folder(folder, ref.spec, allow_pickle_weights=allow_pickle_weights)
     if local_dir:
         _write_marker(folder, ref, revision)
     return folder
+
+
+def _modelers_cached_snapshot(
+    repo_id: str, revision: str | None, cache_dir: str | None, local_dir: str | None
+):
+    """The snapshot folder openmind_hub made for repo_id at revision, if it is in the cache."""
+    if local_dir:
+        folder = Path(local_dir)
+        return folder if (folder / COMPLETE_MARKER).is_file() else None
+    if cache_dir is None:
+        try:
+            from openmind_hub.plugins.openmind.constants import OM_HUB_CACHE as cache_dir
+        except ImportError:  # pragma: no cover - layout of other versions
+            base = os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
+            cache_dir = os.path.join(base, "openmind", "hub")
+    repo = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+    rev = revision or "main"
+    ref_file = repo / "refs" / rev
+    sha = ref_file.read_text().strip() if ref_file.is_file() else rev
+    folder = repo / "snapshots" / sha
+    return folder if folder.is_dir() else None
 
 
 COMPLETE_MARKER = ".duotune-download.json"

@@ -1,0 +1,121 @@
+"""``duotune merge``: base model + LoRA adapter -> one standalone model folder.
+
+peft's ``merge_and_unload`` folds the adapter into the base weights in place (so the peak memory is the
+base model in the chosen dtype plus the adapter); the result is saved as sharded safetensors. The merged
+folder gets the tokenizer the adapter was trained with (its chat template included) and every other
+non-weight file of the base folder that it lacks (generation config, remote code, license...), plus a
+README saying what it was merged from. It is written to a temporary folder and renamed at the end, so a
+failed merge leaves nothing that looks like a model.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .console import echo
+from .errors import UserError
+
+__all__ = ["merge_adapter", "WEIGHT_SUFFIXES"]
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5", ".ckpt", ".gguf")
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def _is_weight(path: Path) -> bool:
+    return path.suffix in WEIGHT_SUFFIXES or path.name in WEIGHT_INDEXES
+
+
+def merge_adapter(
+    adapter: str | Path,
+    output_dir: str | Path,
+    *,
+    base: str | None = None,
+    dtype: str = "auto",
+    max_shard_size: str = "5GB",
+    device: str | None = "cpu",
+) -> Path:
+    from .inference import load_model_and_tokenizer
+    from .model import save_tokenizer
+
+    out = Path(output_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--output-dir {out} already exists and is not empty; choose a new folder")
+    adapter = Path(adapter)
+    lm = load_model_and_tokenizer(base, adapter, device=device, dtype=dtype, refuse_quantized=True)
+    echo(f"base       {lm.base.model_name_or_path} ({lm.base_path}; from {lm.base.where})")
+    echo(f"adapter    {adapter}")
+    echo(f"dtype      {lm.dtype} on {lm.device}")
+    merged = lm.model.merge_and_unload()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        merged.save_pretrained(str(tmp), max_shard_size=max_shard_size, safe_serialization=True)
+        save_tokenizer(lm.tokenizer, tmp)
+        copied = _copy_missing(Path(lm.base_path), tmp)
+        _write_readme(tmp, lm, adapter, copied)
+        tmp.chmod(0o755)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    shards = sorted(p.name for p in out.glob("*.safetensors"))
+    echo(f"merged model in {out.resolve()} ({len(shards)} safetensors file{'s' if len(shards) != 1 else ''})")
+    return out
+
+
+def _copy_missing(base: Path, out: Path) -> list[str]:
+    """Copy the base folder's non-weight files that the merged folder lacks."""
+    copied = []
+    for src in sorted(base.rglob("*")):
+        rel = src.relative_to(base)
+        if not src.is_file() or _is_weight(src) or rel.parts[0].startswith("."):
+            continue
+        dst = out / rel
+        if dst.exists():
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+        copied.append(str(rel))
+    return copied
+
+
+def _write_readme(out: Path, lm, adapter: Path, copied: list[str]) -> None:
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    targets = cfg.get("target_modules")
+    if isinstance(targets, list):
+        targets = ", ".join(sorted(targets))
+    lines = [
+        "# Merged model",
+        "",
+        f"Made by `duotune merge` on {_dt.date.today().isoformat()}: the LoRA adapter was folded into the base",
+        "weights with peft's `merge_and_unload`; this folder loads with plain transformers",
+        "(`AutoModelForCausalLM.from_pretrained`, `AutoTokenizer.from_pretrained`).",
+        "",
+        f"- base model: `{lm.base.model_name_or_path}`"
+        + (f" (revision {lm.base.revision})" if lm.base.revision else ""),
+        f"- adapter: `{adapter.resolve()}` (r={cfg.get('r')}, lora_alpha={cfg.get('lora_alpha')}, "
+        f"targets: {targets}, DoRA: {bool(cfg.get('use_dora'))})",
+        f"- dtype: {lm.dtype}",
+        "- tokenizer and chat template: "
+        + (
+            "the adapter's (as trained)"
+            if (adapter / "tokenizer_config.json").is_file()
+            else "the base model's"
+        ),
+    ]
+    if copied:
+        lines.append(
+            f"- copied from the base folder: {', '.join(copied[:12])}" + (" ..." if len(copied) > 12 else "")
+        )
+    existing = out / "README.md"
+    note = "\n".join(lines) + "\n"
+    if existing.exists():  # keep the base model card below ours
+        note += "\n---\n\n" + existing.read_text(encoding="utf-8")
+    existing.write_text(note, encoding="utf-8")
