@@ -166,7 +166,7 @@ def _names(e: BaseException) -> set[str]:
     return {c.__name__ for c in type(e).__mro__}
 
 
-def _explain(e: BaseException, ref: ModelRef, offline: bool, target: str) -> str:
+def _explain(e: BaseException, ref: ModelRef, offline: bool, target: str, revision: str | None = None) -> str:
     """One line for a failed download."""
     hub, repo = HUBS[ref.hub], ref.repo_id
     names = _names(e)
@@ -192,7 +192,7 @@ def _explain(e: BaseException, ref: ModelRef, offline: bool, target: str) -> str
     if isinstance(e, ValueError) and "white list" in text:
         return "OPENMIND_HUB_ENDPOINT must be an https URL on a Modelers domain (e.g. https://modelers.cn)"
     if "RevisionNotFoundError" in names:
-        return f"{hub} model {repo} has no revision {getattr(e, 'revision', None) or '(requested)'}; check `revision`"
+        return f"{hub} model {repo} has no revision {revision or 'main'}; check `revision`"
     if "RepositoryNotFoundError" in names or _status(e) in (401, 403, 404):
         if hub_token(ref.hub):
             return f"{hub} has no model {repo} that your {token_var} can read; check the id and the token's access"
@@ -277,7 +277,7 @@ def fetch_model(
             raise  # our bug or a broken install, not a download problem: keep the traceback
         if isinstance(e, RuntimeError) and e.__cause__ is not None:
             e = e.__cause__  # openmind_hub >= 1.3 wraps the real error after retrying
-        raise UserError(_explain(e, ref, offline, str(target))) from None
+        raise UserError(_explain(e, ref, offline, str(target), revision)) from None
     check_model_folder(folder, ref.spec, allow_pickle_weights=allow_pickle_weights)
     if local_dir:
         _write_marker(folder, ref, revision)
