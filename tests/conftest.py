@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -140,6 +141,16 @@ def demo_model_dir():
     from trainer.demo import demo_model_path
 
     return demo_model_path("demo://tiny-llama")
+
+
+@pytest.fixture
+def model_repo(demo_model_dir, tmp_path) -> Path:
+    """The demo model as a hub repo, with files loading must not fetch unless allowed."""
+    repo = tmp_path / "repo"
+    shutil.copytree(demo_model_dir, repo)
+    (repo / "modeling_custom.py").write_text("raise RuntimeError('remote code ran')\n")
+    (repo / "training_args.bin").write_bytes(b"\x80\x04pickled")
+    return repo
 
 
 @pytest.fixture(scope="session")

@@ -21,15 +21,6 @@ TOKEN = "hf_private_token_0123456789"
 
 
 @pytest.fixture
-def model_repo(demo_model_dir, tmp_path) -> Path:
-    repo = tmp_path / "repo"
-    shutil.copytree(demo_model_dir, repo)
-    (repo / "modeling_custom.py").write_text("raise RuntimeError('remote code ran')\n")
-    (repo / "training_args.bin").write_bytes(b"\x80\x04pickled")
-    return repo
-
-
-@pytest.fixture
 def hub():
     with FakeHFHub() as server:
         yield server

@@ -3,25 +3,12 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 from conftest import run_cli
 from fake_modelers_hub import FakeModelersHub
 
 REPO = "duotune/tiny-llama"
 TOKEN = "om-private-token-0123456789"
-
-
-@pytest.fixture
-def model_repo(demo_model_dir, tmp_path) -> Path:
-    """The demo model as a hub repo, with files loading must not fetch unless allowed."""
-    repo = tmp_path / "repo"
-    shutil.copytree(demo_model_dir, repo)
-    (repo / "modeling_custom.py").write_text("raise RuntimeError('remote code ran')\n")
-    (repo / "training_args.bin").write_bytes(b"\x80\x04pickled")
-    return repo
 
 
 @pytest.fixture

@@ -95,7 +95,11 @@ class Chat:
 
         tok, model = self.lm.tokenizer, self.lm.model
         text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        inputs = tok(text, add_special_tokens=False, return_tensors="pt").to(self.lm.device)
+        enc = tok(text, add_special_tokens=False, return_tensors="pt", return_token_type_ids=False)
+        inputs = {
+            "input_ids": enc["input_ids"].to(self.lm.device),
+            "attention_mask": enc["attention_mask"].to(self.lm.device),
+        }
         streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True) if stream else None
         use_base = not adapter and hasattr(model, "disable_adapter")
         ctx = model.disable_adapter() if use_base else contextlib.nullcontext()

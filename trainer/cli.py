@@ -351,6 +351,30 @@ def merge_cmd(adapter, base, output_dir, dtype, max_shard_size, device):
     merge_adapter(adapter, output_dir, base=base, dtype=dtype, max_shard_size=max_shard_size, device=device)
 
 
+def _model_options(func):
+    """--model / --adapter / --device / --dtype, shared by chat and eval."""
+    for decorator in reversed(
+        [
+            click.option(
+                "--model",
+                metavar="MODEL",
+                default=None,
+                help="Base model: folder or hub id (default: the adapter's base).",
+            ),
+            click.option("--adapter", metavar="DIR", default=None, help="A trained adapter to apply."),
+            click.option("--device", type=click.Choice(DEVICES), default=None, help=DEVICE_OPTION_HELP),
+            click.option(
+                "--dtype",
+                type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
+                default="auto",
+                show_default=True,
+            ),
+        ]
+    ):
+        func = decorator(func)
+    return func
+
+
 def _generation_options(func):
     for decorator in reversed(
         [
@@ -381,17 +405,7 @@ def _generation_options(func):
 
 
 @click.command("chat", context_settings=CONTEXT)
-@click.option(
-    "--model",
-    metavar="MODEL",
-    default=None,
-    help="Base model: folder or hub id (default: the adapter's base).",
-)
-@click.option("--adapter", metavar="DIR", default=None, help="A trained adapter to apply.")
-@click.option("--device", type=click.Choice(DEVICES), default=None, help=DEVICE_OPTION_HELP)
-@click.option(
-    "--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True
-)
+@_model_options
 @click.option("--system", metavar="TEXT", default=None, help="System prompt.")
 @click.option("--prompt", metavar="TEXT", default=None, help="Answer this one message and exit.")
 @click.option("--compare", is_flag=True, help="Show the base model's and the adapter's answers side by side.")
@@ -425,13 +439,7 @@ def chat_cmd(model, adapter, device, dtype, system, prompt, compare, max_new_tok
 
 
 @click.command("eval", context_settings=CONTEXT)
-@click.option(
-    "--model",
-    metavar="MODEL",
-    default=None,
-    help="Base model: folder or hub id (default: the adapter's base).",
-)
-@click.option("--adapter", metavar="DIR", default=None, help="A trained adapter to apply.")
+@_model_options
 @click.option(
     "--dataset",
     "datasets",
@@ -452,10 +460,6 @@ def chat_cmd(model, adapter, device, dtype, system, prompt, compare, max_new_tok
 )
 @click.option("--max-samples", type=click.IntRange(min=1), default=None)
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--device", type=click.Choice(DEVICES), default=None, help=DEVICE_OPTION_HELP)
-@click.option(
-    "--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True
-)
 @click.option(
     "--output",
     metavar="FILE",
