@@ -110,7 +110,13 @@ def test_pissa_adapter_is_converted_to_plain_lora_on_the_original_base(tmp_path,
 
 def test_validation_split_logs_eval_loss_plots_it_and_tracks_it_in_swanlab(tmp_path):
     result = train(
-        tmp_path, val_size=0.25, eval_steps=2, max_steps=4, plot_loss=True, logging_steps=1, report_to="swanlab"
+        tmp_path,
+        val_size=0.25,
+        eval_steps=2,
+        max_steps=4,
+        plot_loss=True,
+        logging_steps=1,
+        report_to="swanlab",
     )
     out = result.output_dir
     (swanlab_run,) = (out / "swanlog").glob("run-*/run-*.swanlab")  # offline: no key in the test env
