@@ -78,6 +78,23 @@ def run_cli(
     )
 
 
+def write_repo(root: Path, files: dict[str, bytes]) -> Path:
+    """Write a folder of files (names may hold subfolders) standing in for a hub repo."""
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+def assert_secret_nowhere(secret: str, folder: Path, *outputs: str) -> None:
+    """The secret is in no file under ``folder`` and in none of the given outputs (stdout, stderr)."""
+    for text in outputs:
+        assert secret not in text
+    for path in folder.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 

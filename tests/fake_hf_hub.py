@@ -41,6 +41,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from fake_hub_http import git_blob_sha1, send
+
 # The hub's default .gitattributes sends these to LFS (and any file over 10 MiB).
 LFS_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".onnx", ".msgpack", ".gguf", ".npz"}
 DATE = "2024-06-01T08:00:00.000Z"
@@ -110,7 +112,7 @@ class FakeHFHub:
             if path.suffix in LFS_SUFFIXES or len(data) > 10 * 2**20:
                 sha256 = hashlib.sha256(data).hexdigest()
                 pointer = f"version {LFS_SPEC}\noid sha256:{sha256}\nsize {len(data)}\n"
-            oid = _git_blob_sha1(pointer.encode() if pointer else data)
+            oid = git_blob_sha1(pointer.encode() if pointer else data)
             files[path.relative_to(root).as_posix()] = _File(data, oid, sha256, pointer and len(pointer))
         listing = "".join(f"{path} {file.oid}\n" for path, file in files.items())
         sha = hashlib.sha1(f"{repo_id}\n{revision}\n{listing}".encode()).hexdigest()
@@ -210,7 +212,7 @@ class FakeHFHub:
                 data = self._blobs.get(m[1])
             if data is not None:
                 return self._bytes(h, unquote(m[2]), data, {"ETag": f'"{m[1]}"'})
-        _send(h, 404, b"Not Found", "text/plain")
+        send(h, 404, b"Not Found", "text/plain")
 
     def _revision(self, h: _Handler, repo_id: str, rev: str) -> _Revision | None:
         """The revision, or None once the hub's refusal is sent."""
@@ -244,7 +246,7 @@ class FakeHFHub:
             "siblings": siblings,
             "usedStorage": sum(len(f.data) for f in r.files.values()),
         }  # fmt: skip
-        _send(h, 200, json.dumps(info).encode(), "application/json; charset=utf-8")
+        send(h, 200, json.dumps(info).encode(), "application/json; charset=utf-8")
 
     def _tree(self, h: _Handler, repo_id: str, rev: str, folder: str, recursive: bool) -> None:
         if (r := self._revision(h, repo_id, rev)) is None:
@@ -256,7 +258,7 @@ class FakeHFHub:
             parts = path[len(prefix) :].split("/")
             for depth in range(1, len(parts) if recursive else min(len(parts), 2)):
                 d = prefix + "/".join(parts[:depth])
-                entries[d] = {"type": "directory", "oid": _git_blob_sha1(d.encode()), "size": 0, "path": d}
+                entries[d] = {"type": "directory", "oid": git_blob_sha1(d.encode()), "size": 0, "path": d}
             if recursive or len(parts) == 1:
                 entries[path] = {"type": "file", "oid": f.oid, "size": len(f.data), "path": path}
                 if f.sha256:
@@ -264,7 +266,7 @@ class FakeHFHub:
         if folder and not entries:
             commit = {"X-Repo-Commit": r.sha}
             return _error(h, 404, "EntryNotFound", f'{folder} does not exist on "{rev}"', commit)
-        _send(h, 200, json.dumps(list(entries.values())).encode(), "application/json; charset=utf-8")
+        send(h, 200, json.dumps(list(entries.values())).encode(), "application/json; charset=utf-8")
 
     def _resolve(self, h: _Handler, repo_id: str, rev: str, path: str) -> None:
         if (r := self._revision(h, repo_id, rev)) is None:
@@ -276,7 +278,7 @@ class FakeHFHub:
             return self._bytes(h, path, f.data, {**commit, "ETag": f'"{f.oid}"'})
         linked = {"X-Linked-Etag": f'"{f.sha256}"', "X-Linked-Size": len(f.data), "ETag": f'"{f.oid}"'}
         location = f"{self.cdn_url}/cdn/{f.sha256}/{quote(path)}"
-        _send(h, 302, b"", "text/plain", {**commit, **linked, "Location": location})
+        send(h, 302, b"", "text/plain", {**commit, **linked, "Location": location})
 
     def _bytes(self, h: _Handler, path: str, data: bytes, extra: dict) -> None:
         """``data`` as 200, or 206 for a Range; cut short if fail_once(path) is pending (GET only)."""
@@ -290,32 +292,13 @@ class FakeHFHub:
             else:
                 start = max(size - int(last), 0)
             if start >= size or start > end:
-                return _send(h, 416, b"", "text/plain", {"Content-Range": f"bytes */{size}"})
+                return send(h, 416, b"", "text/plain", {"Content-Range": f"bytes */{size}"})
             status, extra["Content-Range"] = 206, f"bytes {start}-{end}/{size}"
         with self._lock:
             cut = self._fail.pop(path, None) if h.command == "GET" else None
-        _send(h, status, data[start : end + 1], "application/octet-stream", extra, cut=cut)
-
-
-def _git_blob_sha1(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def _send(h, status: int, body: bytes, content_type: str, extra: dict | None = None, cut: int | None = None):
-    h.send_response(status)
-    h.send_header("Content-Type", content_type)
-    h.send_header("Content-Length", str(len(body)))
-    for key, value in (extra or {}).items():
-        h.send_header(key, value)
-    h.end_headers()
-    if h.command == "HEAD":
-        return
-    h.wfile.write(body if cut is None else body[:cut])
-    h.wfile.flush()
-    if cut is not None:  # promised len(body) bytes, sent `cut`: drop the connection mid-body
-        h.close_connection = True
+        send(h, status, data[start : end + 1], "application/octet-stream", extra, cut=cut)
 
 
 def _error(h, status: int, code: str | None, message: str, extra: dict | None = None) -> None:
     headers = {**(extra or {}), "X-Error-Message": message, **({"X-Error-Code": code} if code else {})}
-    _send(h, status, json.dumps({"error": message}).encode(), "application/json; charset=utf-8", headers)
+    send(h, status, json.dumps({"error": message}).encode(), "application/json; charset=utf-8", headers)

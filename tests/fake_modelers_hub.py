@@ -43,6 +43,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import trustme
+from fake_hub_http import git_blob_sha1, send
 
 LFS_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".onnx", ".msgpack", ".gguf", ".npz"}
 COMMIT_DATE = "2024-06-01T08:00:00Z"
@@ -135,7 +136,7 @@ class FakeModelersHub:
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             data = path.read_bytes()
             lfs = path.suffix in LFS_SUFFIXES
-            etag = hashlib.sha256(data).hexdigest() if lfs else _git_blob_sha1(data)
+            etag = hashlib.sha256(data).hexdigest() if lfs else git_blob_sha1(data)
             files[path.relative_to(root).as_posix()] = _File(data, etag, lfs)
         listing = "".join(f"{path} {file.etag}\n" for path, file in files.items())
         sha = hashlib.sha1(f"{repo_id}\n{revision}\n{listing}".encode()).hexdigest()
@@ -217,7 +218,7 @@ class FakeModelersHub:
                 return self._info(h, self._lookup(h, repo_id, query.get("ref")), query.get("path", ""))
             if len(rest) >= 3 and rest[1] == "media":
                 return self._media(h, self._lookup(h, repo_id, rest[0]), "/".join(rest[2:]))
-        _send(h, 404, b"404 page not found", "text/plain")  # what gin answers for an unknown route
+        send(h, 404, b"404 page not found", "text/plain")  # what gin answers for an unknown route
 
     def _access(self, h: _HubHandler, repo_id: str, not_found: str) -> dict[str, _Revision] | None:
         """The repo's revisions, or None once the hub's error is sent."""
@@ -304,42 +305,23 @@ class FakeModelersHub:
                 (int(first), min(int(last or end), end)) if first else (max(size - int(last), 0), end)
             )
             if start >= size or start > end:
-                return _send(h, 416, b"", "text/plain", {"Content-Range": f"bytes */{size}"})
+                return send(h, 416, b"", "text/plain", {"Content-Range": f"bytes */{size}"})
             status = 206
         with self._lock:
             cut = self._fail.pop(path, None) if h.command == "GET" else None
         extra = {"Accept-Ranges": "bytes", "ETag": f'"{file.etag}"'}
         if status == 206:
             extra["Content-Range"] = f"bytes {start}-{end}/{size}"
-        _send(h, status, file.data[start : end + 1], "application/octet-stream", extra, cut=cut)
-
-
-def _git_blob_sha1(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        send(h, status, file.data[start : end + 1], "application/octet-stream", extra, cut=cut)
 
 
 def _commit(rev: _Revision) -> dict:
     return {"commit_sha": rev.sha, "message": "upload files", "created": COMMIT_DATE}
 
 
-def _send(h, status: int, body: bytes, content_type: str, extra: dict | None = None, cut: int | None = None):
-    h.send_response(status)
-    h.send_header("Content-Type", content_type)
-    h.send_header("Content-Length", str(len(body)))
-    for key, value in (extra or {}).items():
-        h.send_header(key, value)
-    h.end_headers()
-    if h.command == "HEAD":
-        return
-    h.wfile.write(body if cut is None else body[:cut])
-    h.wfile.flush()
-    if cut is not None:  # promised len(body) bytes, sent `cut`: drop the connection mid-body
-        h.close_connection = True
-
-
 def _ok(h, data) -> None:
-    _send(h, 200, json.dumps({"code": "", "msg": "", "data": data}).encode(), JSON)
+    send(h, 200, json.dumps({"code": "", "msg": "", "data": data}).encode(), JSON)
 
 
 def _error(h, status: int, code: str, msg: str) -> None:
-    _send(h, status, json.dumps({"code": code, "msg": msg, "data": None}).encode(), JSON)
+    send(h, status, json.dumps({"code": code, "msg": msg, "data": None}).encode(), JSON)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO, read_jsonl, run_cli
+from conftest import REPO, assert_secret_nowhere, read_jsonl, run_cli
 
 GOLDEN_STEPS = read_jsonl(REPO / "tests" / "golden" / "demo" / "trainer_log.jsonl")[:10]
 
@@ -112,12 +112,8 @@ def test_secrets_never_reach_disk(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "swanlab    offline" in proc.stdout
-    for path in (tmp_path / "out").rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
-            assert secret.encode() not in data, path
-            assert b"hf_secret_token_value" not in data, path
-    assert secret not in proc.stdout + proc.stderr
+    assert_secret_nowhere(secret, tmp_path / "out", proc.stdout, proc.stderr)
+    assert_secret_nowhere("hf_secret_token_value", tmp_path / "out", proc.stdout, proc.stderr)
 
 
 def test_preview_marks_learned_tokens_and_writes_jsonl(tmp_path, demo_tokenizer):

@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlsplit
 
 import huggingface_hub
 import pytest
+from conftest import write_repo
 from fake_hf_hub import FakeHFHub
 from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
@@ -52,13 +53,6 @@ FILES = {
 }
 LFS = {"model.safetensors", "pytorch_model.bin"}
 TOKEN = "hf_fake_secret"
-
-
-def write_repo(root: Path, files: dict[str, bytes]) -> Path:
-    for name, data in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(data)
-    return root
 
 
 def etag(name: str, data: bytes) -> str:

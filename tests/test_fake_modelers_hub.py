@@ -23,6 +23,7 @@ from pathlib import Path
 import openmind_hub
 import pytest
 import requests
+from conftest import write_repo
 from fake_modelers_hub import FakeModelersHub
 from openmind_hub import (
     EntryNotFoundError,
@@ -45,13 +46,6 @@ FILES = {
 }
 LFS = {"model.safetensors", "pytorch_model.bin"}
 TOKEN = "om-secret-token"
-
-
-def write_repo(root: Path, files: dict[str, bytes]) -> Path:
-    for name, data in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(data)
-    return root
 
 
 def etag(name: str, data: bytes) -> str:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import run_cli
+from conftest import assert_secret_nowhere, run_cli
 from fake_modelers_hub import FakeModelersHub
 
 REPO = "duotune/tiny-llama"
@@ -92,10 +92,7 @@ def test_private_repo_needs_the_token_which_is_never_written(hub, model_repo, tm
     ok = run_cli(*args, cwd=tmp_path, env=_env(hub, MODELERS_TOKEN=TOKEN))
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert any(h.get("authorization") == f"Bearer {TOKEN}" for _, _, h in hub.requests)
-    assert TOKEN not in ok.stdout + ok.stderr
-    for path in (tmp_path / "out").rglob("*"):
-        if path.is_file():
-            assert TOKEN.encode() not in path.read_bytes(), path
+    assert_secret_nowhere(TOKEN, tmp_path / "out", ok.stdout, ok.stderr)
 
 
 @pytest.mark.parametrize("case", ["unknown", "unreachable"])
