@@ -194,7 +194,6 @@ def build_training_args(
         "report_to": report_to or "none",
         "run_name": recipe.experiment_name,
         "remove_unused_columns": False,
-        "gradient_checkpointing": False,  # enabled on the model before LoRA is attached (model.py)
         "dataloader_num_workers": recipe.dataloader_num_workers,
         "disable_tqdm": False,
         "ddp_find_unused_parameters": False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# peft (0.21) reads `model.is_gradient_checkpointing`, which transformers 5 deprecated; nothing a user
+# can act on, so it is not shown (here and in inference.py, which imports this module).
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # config attributes that switch dropout on in common architectures (zeroed for deterministic runs)
@@ -93,7 +98,10 @@ def load_model(source: ModelSource, recipe: Recipe, *, precision: str, attn_impl
     if recipe.gradient_checkpointing:
         # use_reentrant=False works with frozen inputs; enable_input_require_grads keeps the reentrant
         # variant (which some remote-code models force) from silently producing no gradients.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.20's name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
         model.config.use_cache = False
     return model
