@@ -113,3 +113,35 @@ def test_train_through_the_openmind_trainer_class(fake_openmind, tmp_path):
     assert "[duotune] framework  openmind 1.0.0 Trainer" in proc.stdout
     # the demo model loaded from its local folder although openmind re-pointed from_pretrained
     assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("version", "overrides", "world", "micro_batches", "expected"),
+    [
+        ("5.23.0", {"gradient_accumulation_steps": 3}, 2, 10, None),  # newer versions average per token
+        ("4.45.2", {}, 1, 10, None),  # one process, no accumulation: nothing to average over
+        ("4.45.2", {"gradient_accumulation_steps": 2}, 2, 10, None),  # duotune averages per token itself
+        ("4.45.2", {"gradient_accumulation_steps": 3, "max_steps": 3}, 1, 10, None),  # within one epoch
+        ("4.45.2", {"gradient_accumulation_steps": 3, "max_steps": 4}, 1, 10, "carries an epoch's last"),
+        (
+            "4.45.2",
+            {"gradient_accumulation_steps": 3, "max_steps": -1, "num_train_epochs": 2},
+            1,
+            10,
+            "carries",
+        ),
+        ("4.45.2", {"gradient_accumulation_steps": 2, "max_steps": -1, "num_train_epochs": 2}, 1, 10, None),
+        ("4.45.2", {"deepspeed": "zero2"}, 2, 10, "under DeepSpeed averages the loss per micro-batch"),
+        ("4.45.2", {"fsdp": "full_shard", "gradient_accumulation_steps": 2}, 1, 10, "under FSDP"),
+    ],
+)
+def test_the_loss_average_note_says_where_the_openmind_stack_differs(
+    version, overrides, world, micro_batches, expected
+):
+    from trainer.recipe import load_recipe
+    from trainer.train import loss_average_note
+
+    recipe, _ = load_recipe(None, overrides)
+    framework = fw.Framework("transformers", version, object, object, version)
+    note = loss_average_note(framework, recipe, world, micro_batches)
+    assert (note is None) if expected is None else (expected in note), note

@@ -58,18 +58,6 @@ def test_a_different_run_is_reported_as_not_matching(reference, tmp_path):
     assert report.startswith("# Parity: NO MATCH") and "first diverging step: 3" in report
 
 
-def _averages_tokens_across_processes() -> bool:
-    import transformers
-
-    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
-    return (major, minor) >= (4, 46)
-
-
-@pytest.mark.skipif(
-    not _averages_tokens_across_processes(),
-    reason="transformers 4.45 (the openMind stack) averages the loss per process and per micro-batch, not "
-    "per token, so a 2-process run is not the 1-process run; transformers >= 4.46 normalises by tokens",
-)
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(reference, tmp_path):
     """The real `train` command with --nproc 2 (torchrun, gloo), 2 examples per process."""
     out = tmp_path / "two"
@@ -101,3 +89,24 @@ def test_tolerances_follow_the_precisions():
     tight, loose = tolerance_for("fp32", "fp32"), tolerance_for("bf16", "fp32")
     assert tight.max_rel_loss < loose.max_rel_loss and tight.adapter_rel < loose.adapter_rel
     assert tolerance_for("fp16", "fp16") == loose
+
+
+@pytest.mark.parametrize("clip", ["default", "max_grad_norm=0"])
+def test_gradient_accumulation_matches_one_big_batch(reference, tmp_path, clip):
+    """2 micro-batches of 2 per update = 1 batch of 4: the loss is averaged per token over the whole
+    update on both stacks (transformers 4.45 by duotune itself), with and without gradient clipping."""
+    extra = [] if clip == "default" else [clip]
+    if extra:
+        reference = tmp_path / "ref"
+        proc = run_cli(
+            "duotune", "parity", "run", "--device", "cpu", "--output-dir", str(reference), *SHORT, *extra
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "ga2"
+    proc = run_cli(
+        "duotune", "parity", "run", "--device", "cpu", "--output-dir", str(out), *SHORT, *extra,
+        "per_device_train_batch_size=2", "gradient_accumulation_steps=2",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_cli("duotune", "parity", "compare", str(out), str(reference))
+    assert proc.returncode == 0, proc.stdout + proc.stderr

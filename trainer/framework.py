@@ -275,19 +275,47 @@ def make_trainer(
     base = framework.Trainer
     # transformers 4.x rounds the logged loss to 4 decimals; parity checks need it exact
     rounds_loss = framework.transformers_major_minor < (5, 0)
+    # transformers < 4.46 averages the loss per micro-batch (and per process); newer ones per token
+    needs_token_mean = framework.transformers_major_minor < (4, 46)
 
     class DuotuneTrainer(base):  # type: ignore[misc, valid-type]
         _exact_loss: float | None = None
+        _token_mean: _TokenMean | None = None
+
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            if needs_token_mean and token_mean_applies(self.args, self.accelerator):
+                self._token_mean = _TokenMean(self)
+                self.add_callback(_token_mean_callback(self._token_mean))
+
+        def training_step(self, model, inputs, *a, **kw):
+            if self._token_mean is None:
+                return super().training_step(model, inputs, *a, **kw)
+            with self._token_mean.micro_batch(inputs):
+                return super().training_step(model, inputs, *a, **kw)
+
+        def compute_loss(self, model, inputs, return_outputs=False, **kw):
+            result = super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)
+            if self._token_mean is None or not self._token_mean.in_micro_batch:
+                return result
+            if return_outputs:
+                loss, outputs = result
+                return self._token_mean.rescale_loss(loss), outputs
+            return self._token_mean.rescale_loss(result)
 
         def _maybe_log_save_evaluate(self, tr_loss, *a, **kw):
-            if (
-                rounds_loss
-                and self.control.should_log
-                and self.state.global_step > self._globalstep_last_logged
-            ):
+            if self._token_mean is not None:
+                # what the base loop summed is not a token mean; the updates' token means since the last
+                # log are (every process holds the same value, so the gathered mean is that value)
+                tr_loss.fill_(self._token_mean.unlogged_loss_sum)
+            logs = self.control.should_log and self.state.global_step > self._globalstep_last_logged
+            if rounds_loss and logs:
                 steps = self.state.global_step - self._globalstep_last_logged
                 self._exact_loss = self._nested_gather(tr_loss).mean().item() / steps
-            return super()._maybe_log_save_evaluate(tr_loss, *a, **kw)
+            result = super()._maybe_log_save_evaluate(tr_loss, *a, **kw)
+            if self._token_mean is not None and logs:
+                self._token_mean.unlogged_loss_sum = 0.0
+            return result
 
         def _load_rng_state(self, checkpoint):
             # transformers < 4.47 calls torch.load without allowlisting numpy, which torch >= 2.6
@@ -330,3 +358,119 @@ def make_trainer(
     # processing_class replaced tokenizer= in transformers 4.46
     kwargs["processing_class" if "processing_class" in params else "tokenizer"] = tokenizer
     return DuotuneTrainer(**kwargs)
+
+
+def token_mean_applies(args, accelerator) -> bool:
+    """Whether duotune normalises the loss per token itself on transformers < 4.46: only where the two
+    averages differ (gradient accumulation or several processes) and the gradients are plain tensors
+    (not DeepSpeed's or FSDP's partitions, which those engines scale themselves)."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        return False
+    return args.gradient_accumulation_steps > 1 or accelerator.num_processes > 1
+
+
+class _TokenMean:
+    """Per-token loss averaging over a whole update, for transformers < 4.46 (the openMind stack).
+
+    transformers >= 4.46 divides the summed token losses of all micro-batches of an update, on all
+    processes, by their total number of learned tokens; 4.45 averages each micro-batch's own mean
+    over micro-batches and processes, which weights a short reply as much as a long one. This gives
+    4.45 the newer behaviour without knowing the update's token count in advance: each micro-batch
+    backpropagates its summed token loss divided by a fixed ``K`` (of the order of its token count,
+    so that half-precision gradients stay in range); just before the gradients are clipped (or, without
+    clipping, before the optimizer step) the token count of the update is summed over processes and
+    every gradient is multiplied by ``world * GA * K / N``, which undoes accelerate's 1/GA, DDP's
+    1/world and ``K``, and divides by ``N``. Gradients are linear in the loss, so the result is the
+    newer versions' gradient, and the logged loss is the update's token mean as they log it.
+    """
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        args = trainer.args
+        self.K = float(args.per_device_train_batch_size * 1024)  # any constant shared by all processes
+        self.in_micro_batch = False
+        self._current = 0
+        self._tokens = 0
+        self._loss_sum = 0.0
+        self._normalised = False
+        self.unlogged_loss_sum = 0.0
+        accelerator = trainer.accelerator
+        clip = accelerator.clip_grad_norm_
+
+        def clip_grad_norm_(parameters, *a, **kw):
+            self.normalise()
+            return clip(parameters, *a, **kw)
+
+        accelerator.clip_grad_norm_ = clip_grad_norm_
+
+    def micro_batch(self, inputs):
+        import contextlib
+
+        labels = inputs.get("labels")
+        self._current = int((labels[..., 1:] != -100).sum()) if labels is not None else 0
+
+        @contextlib.contextmanager
+        def scope():
+            self.in_micro_batch = True
+            try:
+                yield
+            finally:
+                self.in_micro_batch = False
+                self._tokens += self._current
+
+        return scope()
+
+    def rescale_loss(self, mean_loss):
+        """The micro-batch's mean token loss -> its summed token loss / K (what is backpropagated)."""
+        if (
+            self._current == 0
+        ):  # cannot happen with duotune's data: examples without learned tokens are dropped
+            return mean_loss * 0.0
+        self._loss_sum += float(mean_loss.detach()) * self._current
+        return mean_loss * (self._current / self.K)
+
+    def normalise(self) -> None:
+        """Turn the accumulated gradients into the per-token mean's; once per update."""
+        if self._normalised:
+            return
+        import torch
+
+        trainer = self.trainer
+        accelerator = trainer.accelerator
+        totals = torch.tensor([float(self._tokens), self._loss_sum], dtype=torch.float64)
+        if accelerator.num_processes > 1:
+            import torch.distributed as dist
+
+            totals = totals.to(trainer.args.device)
+            if totals.device.type != "cpu":  # some collective libraries lack float64
+                totals = totals.float()
+            dist.all_reduce(totals)
+            totals = totals.double().cpu()
+        tokens, loss_sum = float(totals[0]), float(totals[1])
+        if tokens > 0:
+            scale = accelerator.num_processes * accelerator.gradient_accumulation_steps * self.K / tokens
+            for p in trainer.model.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(scale)
+            self.unlogged_loss_sum += loss_sum / tokens
+        self._tokens, self._loss_sum, self._normalised = 0, 0.0, True
+
+    def step_done(self) -> None:
+        self._normalised = False
+
+
+def _token_mean_callback(token_mean: _TokenMean):
+    from transformers import TrainerCallback
+
+    class TokenMeanCallback(TrainerCallback):
+        """Normalise before an optimizer step that no gradient clipping preceded; re-arm after it."""
+
+        def on_pre_optimizer_step(self, args, state, control, **kw):
+            token_mean.normalise()
+
+        def on_optimizer_step(self, args, state, control, **kw):
+            token_mean.step_done()
+
+    return TokenMeanCallback()

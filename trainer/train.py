@@ -267,6 +267,35 @@ class RunResult:
     metrics: dict[str, float]
 
 
+def loss_average_note(framework, recipe: Recipe, world: int, micro_batches_per_epoch: int) -> str | None:
+    """Where a run on transformers < 4.46 (the openMind stack) will not average the loss as newer
+    versions do. duotune averages it per token over each update there too (framework._TokenMean),
+    except under DeepSpeed or FSDP; and 4.45 lets an update run on into the next epoch where newer
+    versions end it with the epoch."""
+    ga = recipe.gradient_accumulation_steps
+    if framework.transformers_major_minor >= (4, 46) or (ga == 1 and world == 1):
+        return None
+    version = f"transformers {framework.transformers_version}"
+    if recipe.deepspeed or recipe.fsdp:
+        return (
+            f"{version} under {'DeepSpeed' if recipe.deepspeed else 'FSDP'} averages the loss per micro-batch "
+            "and per process, not per token as transformers >= 4.46 does, so the updates differ slightly "
+            "(`duotune parity compare` shows by how much)"
+        )
+    spans_epochs = (
+        recipe.num_train_epochs > 1
+        if recipe.max_steps <= 0
+        else recipe.max_steps * ga > micro_batches_per_epoch
+    )
+    if ga > 1 and micro_batches_per_epoch % ga and spans_epochs:
+        return (
+            f"{micro_batches_per_epoch} micro-batches per epoch is not a multiple of gradient_accumulation_steps "
+            f"{ga}: {version} carries an epoch's last, partial update into the next epoch, where transformers "
+            ">= 4.46 ends it with the epoch, so runs of the two differ from the second epoch on"
+        )
+    return None
+
+
 def run_training(recipe: Recipe, recipe_path: Path) -> RunResult:
     """Train, save everything to output_dir, and hand back what an in-process caller may inspect."""
     plan = make_plan(recipe)
@@ -279,13 +308,6 @@ def run_training(recipe: Recipe, recipe_path: Path) -> RunResult:
     for key, value in plan.lines(framework.describe()):
         kv(key, value)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if framework.transformers_major_minor < (4, 46) and (recipe.gradient_accumulation_steps > 1 or world > 1):
-        kv(
-            "note",
-            f"transformers {framework.transformers_version} averages the loss per micro-batch and per process, "
-            "not per token; with gradient accumulation or several processes the updates differ slightly from "
-            "transformers >= 4.46 (`duotune parity compare` shows by how much)",
-        )
 
     with main_process_first(plan.backend):  # one download / demo build, the other ranks reuse it
         source = resolve_model(recipe)
@@ -333,9 +355,8 @@ def run_training(recipe: Recipe, recipe_path: Path) -> RunResult:
         else count_parameters(model)
     )
     kv("parameters", f"{trainable:,} trainable of {total:,} ({100 * trainable / total:.4f}%)")
-    steps_per_epoch = math.ceil(
-        len(train_ds) / (recipe.per_device_train_batch_size * recipe.gradient_accumulation_steps)
-    )
+    micro_batches_per_epoch = math.ceil(math.ceil(len(train_ds) / world) / recipe.per_device_train_batch_size)
+    steps_per_epoch = math.ceil(micro_batches_per_epoch / recipe.gradient_accumulation_steps)
     kv(
         "schedule",
         f"{len(train_ds)} train / {len(eval_ds) if eval_ds is not None else 0} eval examples, "
@@ -344,6 +365,10 @@ def run_training(recipe: Recipe, recipe_path: Path) -> RunResult:
             f"max_steps {recipe.max_steps}" if recipe.max_steps > 0 else f"{recipe.num_train_epochs:g} epochs"
         ),
     )
+
+    note = loss_average_note(framework, recipe, world, micro_batches_per_epoch)
+    if note:
+        kv("note", note)
 
     # ---- nothing above wrote to output_dir; from here on the run is real
     out = Path(recipe.output_dir)
