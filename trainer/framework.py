@@ -424,9 +424,8 @@ class _TokenMean:
 
     def rescale_loss(self, mean_loss):
         """The micro-batch's mean token loss -> its summed token loss / K (what is backpropagated)."""
-        if (
-            self._current == 0
-        ):  # cannot happen with duotune's data: examples without learned tokens are dropped
+        # a micro-batch without learned tokens cannot happen with duotune's data (such examples are dropped)
+        if self._current == 0:
             return mean_loss * 0.0
         self._loss_sum += float(mean_loss.detach()) * self._current
         return mean_loss * (self._current / self.K)
