@@ -7,7 +7,7 @@ traceback.
 
 from __future__ import annotations
 
-__all__ = ["UserError", "EXIT_USER_ERROR"]
+__all__ = ["UserError", "EXIT_USER_ERROR", "first_line"]
 
 EXIT_USER_ERROR = 2
 
@@ -21,3 +21,10 @@ class UserError(Exception):
     def __init__(self, *problems: str):
         self.problems = [p for p in problems if p]
         super().__init__("\n".join(self.problems))
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty), for the
+    one-line errors that wrap a library's exception."""
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]

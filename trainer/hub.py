@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 __all__ = [
     "HUBS",
@@ -213,18 +213,13 @@ def _explain(e: BaseException, ref: ModelRef, offline: bool, target: str, revisi
             f"{_mirror_hint(ref.hub)}, or pre-download with `duotune download` and run with {_offline_var(ref.hub)}"
         )
     if "EntryNotFoundError" in names:
-        return f"{hub} model {repo} lacks a file loading needs ({_first_line(e)})"
-    return f"downloading {repo} from {hub} failed: {type(e).__name__}: {_first_line(e)}"
+        return f"{hub} model {repo} lacks a file loading needs ({first_line(e)})"
+    return f"downloading {repo} from {hub} failed: {type(e).__name__}: {first_line(e)}"
 
 
 def _status(e: BaseException) -> int | None:
     response = getattr(e, "response", None)
     return getattr(response, "status_code", None)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0]
 
 
 def fetch_model(

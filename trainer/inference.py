@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 __all__ = ["BaseSpec", "adapter_base", "load_model_and_tokenizer", "pick_device", "LoadedModel", "DTYPES"]
 
@@ -119,10 +119,10 @@ def load_model_and_tokenizer(
     trust_remote_code: bool | None = None,
     refuse_quantized: bool = False,
 ) -> LoadedModel:
-    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .hub import resolve_model
+    from .model import dtype_kwarg
 
     adapter_dir = Path(adapter) if adapter else None
     if adapter_dir is not None:
@@ -154,19 +154,16 @@ def load_model_and_tokenizer(
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), trust_remote_code=remote)
     except (OSError, ValueError) as e:
-        raise UserError(f"cannot load the tokenizer from {tok_dir}: {str(e).splitlines()[0]}") from None
-    dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+        raise UserError(f"cannot load the tokenizer from {tok_dir}: {first_line(e)}") from None
     try:
         loaded = AutoModelForCausalLM.from_pretrained(
             source.path,
-            **{dtype_key: torch_dtype},
+            **dtype_kwarg(torch_dtype),
             trust_remote_code=remote,
             use_safetensors=None if base.allow_pickle_weights else True,
         )
     except (OSError, ValueError) as e:
-        raise UserError(
-            f"cannot load the model {base.model_name_or_path}: {str(e).splitlines()[0]}"
-        ) from None
+        raise UserError(f"cannot load the model {base.model_name_or_path}: {first_line(e)}") from None
     if adapter_dir is not None:
         from peft import PeftModel
 
@@ -174,8 +171,7 @@ def load_model_and_tokenizer(
             loaded = PeftModel.from_pretrained(loaded, str(adapter_dir))
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise UserError(
-                f"the adapter {adapter_dir} does not fit the base {base.model_name_or_path}: "
-                f"{str(e).splitlines()[0]}"
+                f"the adapter {adapter_dir} does not fit the base {base.model_name_or_path}: {first_line(e)}"
             ) from None
     dev = backend.device()
     loaded.to(dev)

@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .hub import ModelSource
 from .hub import resolve_model as hub_resolve_model
 from .recipe import Recipe
@@ -57,27 +57,31 @@ def resolve_model(recipe: Recipe) -> ModelSource:
     )
 
 
+def dtype_kwarg(dtype) -> dict[str, Any]:
+    """``from_pretrained``'s keyword for the weights' dtype: transformers 5 renamed torch_dtype to dtype,
+    and 4.45 (the openMind stack) knows only torch_dtype."""
+    import transformers
+
+    return {"dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype": dtype}
+
+
 def load_tokenizer(source: ModelSource, recipe: Recipe):
     from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=recipe.trust_remote_code)
     except (OSError, ValueError) as e:
-        raise UserError(f"cannot load the tokenizer of {source.spec}: {_first_line(e)}") from None
+        raise UserError(f"cannot load the tokenizer of {source.spec}: {first_line(e)}") from None
     return tokenizer
 
 
 def load_model(source: ModelSource, recipe: Recipe, *, precision: str, attn_implementation: str):
     """The base model in the training precision (adapters stay fp32, see apply_lora)."""
     import torch
-    import transformers
     from transformers import AutoModelForCausalLM
 
-    dtype = getattr(torch, TORCH_DTYPES[precision])
-    # transformers 5 renamed torch_dtype to dtype; 4.45 (the openMind stack) only knows torch_dtype
-    dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     kwargs: dict[str, Any] = {
-        dtype_key: dtype,
+        **dtype_kwarg(getattr(torch, TORCH_DTYPES[precision])),
         "trust_remote_code": recipe.trust_remote_code,
         "attn_implementation": attn_implementation,
         # safetensors only, unless the recipe explicitly trusts pickle weights
@@ -94,7 +98,7 @@ def load_model(source: ModelSource, recipe: Recipe, *, precision: str, attn_impl
     try:
         model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
     except (OSError, ValueError) as e:
-        raise UserError(f"cannot load the model {source.spec}: {_first_line(e)}") from None
+        raise UserError(f"cannot load the model {source.spec}: {first_line(e)}") from None
     if recipe.gradient_checkpointing:
         # use_reentrant=False works with frozen inputs; enable_input_require_grads keeps the reentrant
         # variant (which some remote-code models force) from silently producing no gradients.
@@ -158,7 +162,7 @@ def apply_lora(model, recipe: Recipe):
         names = sorted({n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n})
         raise UserError(
             f"cannot attach LoRA with lora_target={recipe.lora_target} additional_target="
-            f"{recipe.additional_target}: {_first_line(e)} (module names in this model: {', '.join(names[:30])})"
+            f"{recipe.additional_target}: {first_line(e)} (module names in this model: {', '.join(names[:30])})"
         ) from None
 
 
@@ -185,8 +189,3 @@ def count_parameters(model) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0]
