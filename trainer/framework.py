@@ -6,6 +6,7 @@ asks for and the base class does not do: the LoRA+ optimizer.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import inspect
@@ -248,8 +249,6 @@ def _check_names(recipe: Recipe) -> None:
 
 
 def _numpy_safe_globals():
-    import contextlib
-
     import numpy as np
     import torch
 
@@ -405,22 +404,17 @@ class _TokenMean:
 
         accelerator.clip_grad_norm_ = clip_grad_norm_
 
+    @contextlib.contextmanager
     def micro_batch(self, inputs):
-        import contextlib
-
+        """While one micro-batch's training step runs: its learned tokens (after the causal shift)."""
         labels = inputs.get("labels")
         self._current = int((labels[..., 1:] != -100).sum()) if labels is not None else 0
-
-        @contextlib.contextmanager
-        def scope():
-            self.in_micro_batch = True
-            try:
-                yield
-            finally:
-                self.in_micro_batch = False
-                self._tokens += self._current
-
-        return scope()
+        self.in_micro_batch = True
+        try:
+            yield
+        finally:
+            self.in_micro_batch = False
+            self._tokens += self._current
 
     def rescale_loss(self, mean_loss):
         """The micro-batch's mean token loss -> its summed token loss / K (what is backpropagated)."""
