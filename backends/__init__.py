@@ -8,6 +8,8 @@ from __future__ import annotations
 from .base import PRECISIONS, Availability, Backend
 from .registry import (
     AUTO_ORDER,
+    DEVICE_CHOICES,
+    HOST_DEVICE,
     BackendError,
     get_backend,
     keep_torch_npu_out,
@@ -17,6 +19,8 @@ from .registry import (
 
 __all__ = [
     "AUTO_ORDER",
+    "DEVICE_CHOICES",
+    "HOST_DEVICE",
     "Availability",
     "Backend",
     "BackendError",

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Backend", "Availability", "PRECISIONS", "torch_base_version"]
+__all__ = ["Backend", "Availability", "PRECISIONS", "dist_version", "torch_base_version"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -31,6 +31,19 @@ def torch_base_version() -> str:
     return torch.__version__.split("+", 1)[0]
 
 
+def dist_version(*dists: str) -> str | None:
+    """Installed version of the first of ``dists`` (alternative spellings of one distribution), read
+    from its metadata without importing it; None when none is installed."""
+    from importlib import metadata
+
+    for dist in dists:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 class Backend(ABC):
     #: short name used on the command line and in recipes
     name: str = ""
@@ -40,6 +53,14 @@ class Backend(ABC):
     dist_backend: str = ""
     #: environment variable that restricts which devices this process sees
     visible_devices_env: str | None = None
+    #: a separate accelerator (False for the CPU, which accelerate then drives with cpu=True)
+    is_accelerator: bool = True
+    #: DeepSpeed and FSDP can shard a model across devices of this kind
+    supports_sharding: bool = False
+    #: `framework: auto` picks openMind's Trainer here when the openmind package is installed
+    prefers_openmind: bool = False
+    #: bf16/fp16 is this device's natural dtype: `--dtype auto` loads models for inference in it
+    prefers_half_precision: bool = False
 
     @abstractmethod
     def availability(self) -> Availability: ...

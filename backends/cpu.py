@@ -14,6 +14,7 @@ class CpuBackend(Backend):
     device_type = "cpu"
     dist_backend = "gloo"
     visible_devices_env = None
+    is_accelerator = False
 
     def availability(self) -> Availability:
         return Availability(True, "always available")

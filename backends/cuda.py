@@ -15,6 +15,8 @@ class CudaBackend(Backend):
     device_type = "cuda"
     dist_backend = "nccl"
     visible_devices_env = "CUDA_VISIBLE_DEVICES"
+    supports_sharding = True
+    prefers_half_precision = True
 
     def availability(self) -> Availability:
         import torch

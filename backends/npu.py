@@ -21,7 +21,7 @@ import re
 import sys
 from typing import Any
 
-from .base import Availability, Backend, torch_base_version
+from .base import Availability, Backend, dist_version, torch_base_version
 
 __all__ = ["NpuBackend", "probe_torch_npu", "torch_npu_install_hint", "JIT_ENV", "package_versions"]
 
@@ -61,6 +61,9 @@ class NpuBackend(Backend):
     device_type = "npu"
     dist_backend = "hccl"
     visible_devices_env = "ASCEND_RT_VISIBLE_DEVICES"
+    supports_sharding = True
+    prefers_openmind = True
+    prefers_half_precision = True
 
     def __init__(self) -> None:
         self._module: Any = None
@@ -183,13 +186,4 @@ def cann_version(module=None) -> str | None:
 
 def package_versions() -> dict[str, str | None]:
     """Versions of the Ascend software for `duotune env` (read without importing torch_npu)."""
-    from importlib import metadata
-
-    version = None
-    for dist in ("torch-npu", "torch_npu"):
-        try:
-            version = metadata.version(dist)
-            break
-        except metadata.PackageNotFoundError:
-            continue
-    return {"torch_npu": version, "CANN": cann_version()}
+    return {"torch_npu": dist_version("torch-npu", "torch_npu"), "CANN": cann_version()}

@@ -12,6 +12,8 @@ from .npu import NpuBackend
 
 __all__ = [
     "AUTO_ORDER",
+    "DEVICE_CHOICES",
+    "HOST_DEVICE",
     "BackendError",
     "get_backend",
     "keep_torch_npu_out",
@@ -22,6 +24,10 @@ __all__ = [
 # `--device auto` tries these in order. NPU comes before CUDA: torch_npu's transfer_to_npu makes CUDA
 # calls look available on an Ascend machine.
 AUTO_ORDER = ("npu", "cuda", "mps", "cpu")
+#: what `--device` and the recipe key `device` accept
+DEVICE_CHOICES = ("auto", *AUTO_ORDER)
+#: the device that is always there (where `duotune merge` works by default)
+HOST_DEVICE = "cpu"
 
 _REGISTRY: dict[str, type[Backend]] = {
     "npu": NpuBackend,

@@ -155,7 +155,7 @@ def word_tokenizer(chat_template: str | None = None, *, pad: bool = False):
 
 @pytest.fixture(scope="session")
 def demo_model_dir():
-    from trainer.demo import demo_model_path
+    from duotune.trainer.demo import demo_model_path
 
     return demo_model_path("demo://tiny-llama")
 

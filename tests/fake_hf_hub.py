@@ -235,7 +235,7 @@ class FakeHFHub:
             return
         siblings = [{"rfilename": path} for path in r.files]
         if blobs:
-            for sibling, f in zip(siblings, r.files.values()):
+            for sibling, f in zip(siblings, r.files.values(), strict=True):
                 sibling.update(blobId=f.oid, size=len(f.data))
                 if f.sha256:
                     sibling["lfs"] = {"sha256": f.sha256, "size": len(f.data), "pointerSize": f.pointer}

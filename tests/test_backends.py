@@ -8,13 +8,12 @@ import sys
 import pytest
 import torch
 from conftest import run_cli, write_fake_torch_npu
-
-from backends import BackendError, get_backend, select_backend
-from backends.npu import JIT_ENV
-from trainer.errors import UserError
-from trainer.framework import openmind_installed
-from trainer.recipe import Recipe
-from trainer.train import make_plan
+from duotune.backends import BackendError, get_backend, select_backend
+from duotune.backends.npu import JIT_ENV
+from duotune.trainer.common.errors import UserError
+from duotune.trainer.recipe import Recipe
+from duotune.trainer.run.framework import openmind_installed
+from duotune.trainer.run.plan import make_plan
 
 pytestmark = pytest.mark.usefixtures("no_torch_npu_block")
 

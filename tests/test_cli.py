@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import yaml
 from conftest import REPO, assert_secret_nowhere, read_jsonl, run_cli
@@ -71,7 +68,7 @@ def test_golden_losses_of_the_demo_recipe(demo_run):
     cwd, _ = demo_run
     rows = [r for r in read_jsonl(cwd / "saves" / "demo" / "trainer_log.jsonl") if "loss" in r]
     assert len(GOLDEN_STEPS) == 10
-    for got, want in zip(rows, GOLDEN_STEPS):
+    for got, want in zip(rows[: len(GOLDEN_STEPS)], GOLDEN_STEPS, strict=True):
         assert got["current_steps"] == want["current_steps"]
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-5), got["current_steps"]
         assert got["grad_norm"] == pytest.approx(want["grad_norm"], rel=1e-4), got["current_steps"]
@@ -131,7 +128,7 @@ def test_preview_marks_learned_tokens_and_writes_jsonl(tmp_path, demo_tokenizer)
     assert len(rows) == 96
     assert set(rows[0]) == {"input_ids", "labels"}
     assert len(rows[0]["input_ids"]) == len(rows[0]["labels"])
-    learned = [t for t, lab in zip(rows[0]["input_ids"], rows[0]["labels"]) if lab != -100]
+    learned = [t for t, lab in zip(rows[0]["input_ids"], rows[0]["labels"], strict=True) if lab != -100]
     assert demo_tokenizer.decode(learned).startswith(" That sounds really overwhelming")
 
 
@@ -142,7 +139,7 @@ def test_preview_counts_drops_and_truncation(tmp_path):
     assert "truncated" in proc.stdout
 
 
-def test_help_is_fast_and_lists_every_option():
+def test_help_lists_every_option():
     for script, options in (
         ("train", ["--config", "--device", "--model", "--output-dir", "KEY=VALUE"]),
         ("duotune", ["train", "preview"]),
@@ -156,16 +153,6 @@ def test_help_is_fast_and_lists_every_option():
         assert opt in proc.stdout
     proc = run_cli("duotune", "train", "--help")
     assert "--output-dir" in proc.stdout
-
-
-def test_cli_import_pulls_in_no_heavy_library():
-    code = (
-        "import sys, trainer.cli; "
-        "heavy = [m for m in ('torch', 'transformers', 'peft', 'datasets', 'swanlab', 'torch_npu') if m in sys.modules]; "
-        "print(heavy)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,7 @@ import random
 import pytest
 import torch
 from conftest import word_tokenizer
-
-from collators import Seq2SeqCollator, resolve_pad_token_id
+from duotune.collators import Seq2SeqCollator, resolve_pad_token_id
 
 
 def test_literal_right_padding_to_a_multiple():

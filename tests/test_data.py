@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from trainer.data import load_examples
-from trainer.errors import UserError
+from duotune.trainer.common.errors import UserError
+from duotune.trainer.data.load import load_examples
 
 
 def write_json(path, rows):

@@ -6,10 +6,9 @@ import json
 
 import pytest
 from conftest import word_tokenizer
-
-from trainer.encoding import DROP_NO_LEARNED, IGNORE_INDEX, ChatEncoder, encode_dataset
-from trainer.errors import UserError
-from trainer.templates import BUILTIN_TEMPLATES
+from duotune.trainer.common.errors import UserError
+from duotune.trainer.data.encode import DROP_NO_LEARNED, IGNORE_INDEX, ChatEncoder, encode_dataset
+from duotune.trainer.data.templates import BUILTIN_TEMPLATES
 
 X = IGNORE_INDEX
 SYSTEM = [{"role": "system", "content": "calm"}]
@@ -207,7 +206,7 @@ def test_template_that_rewrites_earlier_turns_is_refused(tmp_path):
 
 def test_demo_tokenizer_learns_exactly_the_replies(demo_tokenizer):
     """Byte-level BPE on Chinese and English: each learned run decodes to a reply plus EOS, no more."""
-    from trainer.data import load_examples
+    from duotune.trainer.data.load import load_examples
 
     examples, _ = load_examples(["demo://counselling"])
     encoder = ChatEncoder(demo_tokenizer, 4096)
@@ -215,7 +214,7 @@ def test_demo_tokenizer_learns_exactly_the_replies(demo_tokenizer):
     for ex in examples[:40]:
         out = encoder.encode(ex["messages"])
         runs, current = [], []
-        for tid, lab in zip(out["input_ids"], out["labels"]):
+        for tid, lab in zip(out["input_ids"], out["labels"], strict=True):
             if lab != IGNORE_INDEX:
                 assert lab == tid
                 current.append(tid)
@@ -226,7 +225,7 @@ def test_demo_tokenizer_learns_exactly_the_replies(demo_tokenizer):
             runs.append(current)
         replies = [m["content"] for m in ex["messages"] if m["role"] == "assistant"]
         assert len(runs) == len(replies)
-        for run, reply in zip(runs, replies):
+        for run, reply in zip(runs, replies, strict=True):
             assert demo_tokenizer.decode(run).strip() == reply + eos
         assert out["input_ids"] == list(
             demo_tokenizer.apply_chat_template(ex["messages"], tokenize=True, return_dict=True)["input_ids"]

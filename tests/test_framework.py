@@ -7,9 +7,8 @@ import sys
 
 import pytest
 from conftest import run_cli
-
-from trainer import framework as fw
-from trainer.errors import UserError
+from duotune.trainer.common.errors import UserError
+from duotune.trainer.run import framework as fw
 
 # What openmind 1.0.0 does on import, in miniature: hide tracebacks, send from_pretrained to its hub.
 FAKE_OPENMIND = """
@@ -50,19 +49,21 @@ def fake_openmind(tmp_path, monkeypatch):
 
 
 def test_framework_resolution(monkeypatch):
+    from duotune.backends import get_backend
+
     monkeypatch.setattr(fw, "openmind_installed", lambda: True)
-    assert fw.resolve_framework("auto", "npu")[0] == "openmind"
-    assert fw.resolve_framework("auto", "cuda")[0] == "transformers"
-    assert fw.resolve_framework("auto", "cpu")[0] == "transformers"
-    assert fw.resolve_framework("transformers", "npu") == ("transformers", "from the recipe")
-    assert fw.resolve_framework("openmind", "cpu") == ("openmind", "from the recipe")
+    assert fw.resolve_framework("auto", get_backend("npu"))[0] == "openmind"
+    assert fw.resolve_framework("auto", get_backend("cuda"))[0] == "transformers"
+    assert fw.resolve_framework("auto", get_backend("cpu"))[0] == "transformers"
+    assert fw.resolve_framework("transformers", get_backend("npu")) == ("transformers", "from the recipe")
+    assert fw.resolve_framework("openmind", get_backend("cpu")) == ("openmind", "from the recipe")
     monkeypatch.setattr(fw, "openmind_installed", lambda: False)
-    assert fw.resolve_framework("auto", "npu") == (
+    assert fw.resolve_framework("auto", get_backend("npu")) == (
         "transformers",
         "auto: the openmind package is not installed",
     )
     with pytest.raises(UserError, match="setup_openmind_env.sh"):
-        fw.resolve_framework("openmind", "npu")
+        fw.resolve_framework("openmind", get_backend("npu"))
 
 
 def test_openmind_import_side_effects_are_undone(fake_openmind):
@@ -81,7 +82,7 @@ def test_openmind_import_side_effects_are_undone(fake_openmind):
 
 def test_a_crash_after_importing_openmind_keeps_its_traceback(fake_openmind):
     code = (
-        "from trainer.framework import import_openmind\n"
+        "from duotune.trainer.run.framework import import_openmind\n"
         "import_openmind()\n"
         "def deep():\n"
         "    raise ValueError('a genuine bug')\n"
@@ -138,8 +139,8 @@ def test_train_through_the_openmind_trainer_class(fake_openmind, tmp_path):
 def test_the_loss_average_note_says_where_the_openmind_stack_differs(
     version, overrides, world, micro_batches, expected
 ):
-    from trainer.recipe import load_recipe
-    from trainer.train import loss_average_note
+    from duotune.trainer.recipe import load_recipe
+    from duotune.trainer.run.workflow import loss_average_note
 
     recipe, _ = load_recipe(None, overrides)
     framework = fw.Framework("transformers", version, object, object, version)

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_secret_nowhere, run_cli
+from duotune.trainer.common.errors import UserError
+from duotune.trainer.model.hub import ModelRef, _explain, check_model_folder, default_hub, parse_model_spec
 from fake_hf_hub import FakeHFHub
-
-from trainer.errors import UserError
-from trainer.hub import ModelRef, _explain, check_model_folder, default_hub, parse_model_spec
 
 REPO = "duotune/tiny-llama"
 TOKEN = "hf_private_token_0123456789"

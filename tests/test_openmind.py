@@ -21,10 +21,9 @@ GOLDEN_STEPS = read_jsonl(REPO / "tests" / "golden" / "demo" / "trainer_log.json
 
 def test_importing_openmind_through_duotune_leaves_transformers_as_it_was():
     import transformers
+    from duotune.trainer.run.framework import load_framework
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
     from transformers.utils import logging as hf_logging
-
-    from trainer.framework import load_framework
 
     before = {
         "model": PreTrainedModel.__dict__["from_pretrained"],
@@ -71,7 +70,7 @@ def test_openmind_and_transformers_trainers_agree_in_the_same_environment(tmp_pa
     assert "framework  transformers 4.45.2 Trainer" in proc.stdout
     a, b = _losses(om), _losses(hf)
     assert len(a) == len(b) == 10
-    for step, (x, y) in enumerate(zip(a, b), start=1):
+    for step, (x, y) in enumerate(zip(a, b, strict=True), start=1):
         assert abs(x - y) <= 1e-5 * abs(y), (step, x, y)
     ta, tb = (
         load_file(str(om / "adapter_model.safetensors")),
@@ -88,7 +87,7 @@ def test_openmind_stack_reproduces_the_current_stacks_losses(tmp_path):
     out, _ = _train(tmp_path, "golden", "framework=openmind")
     got = _losses(out)[: len(GOLDEN_STEPS)]
     assert len(got) == len(GOLDEN_STEPS) == 10
-    for row, loss in zip(GOLDEN_STEPS, got):
+    for row, loss in zip(GOLDEN_STEPS, got, strict=True):
         assert abs(loss - row["loss"]) <= 1e-4 * abs(row["loss"]), (row["current_steps"], loss, row["loss"])
 
 

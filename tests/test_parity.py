@@ -84,7 +84,7 @@ def test_compare_refuses_what_is_not_a_run(tmp_path):
 
 
 def test_tolerances_follow_the_precisions():
-    from trainer.parity import tolerance_for
+    from duotune.trainer.commands.parity import tolerance_for
 
     tight, loose = tolerance_for("fp32", "fp32"), tolerance_for("bf16", "fp32")
     assert tight.max_rel_loss < loose.max_rel_loss and tight.adapter_rel < loose.adapter_rel

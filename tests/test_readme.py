@@ -34,7 +34,7 @@ def test_config_reference_matches_the_recipe_dataclass():
 
 
 def test_every_recipe_key_is_documented_in_the_readme():
-    from trainer.recipe import recipe_fields
+    from duotune.trainer.recipe import recipe_fields
 
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     for name in recipe_fields():

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from trainer.errors import UserError
-from trainer.recipe import Recipe, configs_dir, load_recipe, parse_overrides, recipe_fields
+from duotune.trainer.common.errors import UserError
+from duotune.trainer.recipe import Recipe, configs_dir, load_recipe, parse_overrides, recipe_fields
 
 CONFIGS = sorted(Path(__file__).resolve().parent.parent.joinpath("configs").rglob("*.yaml"))
 RECIPES = [p for p in CONFIGS if "deepspeed" not in p.parts]

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, run_cli
-
-from trainer.lifecycle import COMPLETE_MARKER, complete_checkpoints
+from duotune.trainer.run.lifecycle import COMPLETE_MARKER, complete_checkpoints
 
 ARGS = [
     "--device",
@@ -123,8 +122,8 @@ def test_unsupported_sharding_is_refused(tmp_path, overrides, message):
 
 
 def test_deepspeed_configs_are_valid(monkeypatch):
-    from trainer.recipe import Recipe, configs_dir
-    from trainer.train import _check_strategy, deepspeed_config
+    from duotune.trainer.recipe import Recipe, configs_dir
+    from duotune.trainer.run.plan import check_strategy, deepspeed_config
 
     for stage in (2, 3):
         path = Path(deepspeed_config(f"zero{stage}"))
@@ -135,20 +134,21 @@ def test_deepspeed_configs_are_valid(monkeypatch):
 
     class FakeCuda:
         name = "cuda"
+        supports_sharding = True
 
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "deepspeed" else real(n, *a))
-    from trainer.errors import UserError
+    from duotune.trainer.common.errors import UserError
 
     recipe = Recipe(model_name_or_path="a/b", dataset=["d"], output_dir="o", deepspeed="zero2")
     with pytest.raises(UserError, match="pip install deepspeed"):
-        _check_strategy(recipe, FakeCuda())
+        check_strategy(recipe, FakeCuda())
 
 
 def test_launcher_builds_a_multi_node_torchrun_command(monkeypatch):
-    from trainer import launch
+    from duotune.trainer.run import launch
 
     seen = {}
     monkeypatch.setattr(launch.subprocess, "call", lambda cmd: seen.setdefault("cmd", cmd) and 0)
@@ -168,5 +168,5 @@ def test_launcher_builds_a_multi_node_torchrun_command(monkeypatch):
         "--master_port 29511",
     ):
         assert part in joined
-    assert cmd[-4:] == ["trainer.cli", "train", "--device", "npu"]
+    assert cmd[-4:] == ["duotune.trainer.commands.cli", "train", "--device", "npu"]
     assert launch.resolve_nproc("auto", "cpu") == 1

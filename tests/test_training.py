@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import read_jsonl
-
-from trainer.errors import UserError
-from trainer.recipe import load_recipe
-from trainer.train import run_training
+from duotune.trainer.common.errors import UserError
+from duotune.trainer.recipe import load_recipe
+from duotune.trainer.run.workflow import run_training
 
 
 def train(tmp_path: Path, **overrides):

@@ -18,13 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import UserError
+from duotune.backends.registry import DEVICE_CHOICES
+from duotune.trainer.common.errors import UserError
 
 __all__ = [
     "Recipe",
     "load_recipe",
     "parse_overrides",
     "recipe_fields",
+    "field_choices",
     "default_recipe_path",
     "configs_dir",
     "SECRET_KEY_PATTERN",
@@ -84,10 +86,11 @@ class Recipe:
     trust_remote_code: bool = _f(
         False, "Allow the model's own Python code from its folder or hub repo.", "model"
     )
-    device: Literal["auto", "cpu", "cuda", "npu", "mps"] = _f(
+    device: str = _f(
         "auto",
         "Where to train. `auto` picks NPU, then CUDA, then MPS, then CPU. `train --device` overrides it.",
         "model",
+        choices=DEVICE_CHOICES,
     )
     framework: Literal["auto", "transformers", "openmind"] = _f(
         "auto",
@@ -371,6 +374,17 @@ def recipe_fields() -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(Recipe)}
 
 
+def field_choices(name: str) -> tuple[str, ...] | None:
+    """The values a recipe key accepts when it is a choice (a Literal type or a `choices` list)."""
+    f = recipe_fields()[name]
+    if "choices" in f.metadata:
+        return tuple(f.metadata["choices"])
+    tp = _type_hints()[name]
+    if typing.get_origin(tp) is Literal:
+        return tuple(typing.get_args(tp))
+    return None
+
+
 _TYPE_HINTS: dict[str, Any] | None = None
 
 
@@ -461,10 +475,11 @@ def _coerce(value: Any, tp: Any) -> Any:
 
 def configs_dir() -> Path:
     """The shipped recipes: inside the wheel, or the repository's configs/ in a source checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_configs", here.parent / "configs"):
-        if (candidate / "demo.yaml").is_file():
-            return candidate
+    from duotune import PACKAGE_ROOT
+
+    candidate = PACKAGE_ROOT / "configs"
+    if (candidate / "demo.yaml").is_file():
+        return candidate
     raise UserError(
         "the bundled recipes (configs/demo.yaml) are missing from this installation; reinstall duotune"
     )
@@ -536,11 +551,13 @@ def load_recipe(
                 hint = f"; did you mean '{close[0]}'?" if close else "; see the config reference in README.md"
                 problems.append(f"unknown key '{key}' ({origin}){hint}")
                 continue
+            choices = fields[key].metadata.get("choices")
             try:
-                values[key] = _coerce(value, hints[key])
+                values[key] = _coerce(value, hints[key] if choices is None else Literal[tuple(choices)])
                 bad_keys.discard(key)
             except _Bad:
-                problems.append(f"'{key}' ({origin}): expected {_describe(hints[key])}, got {value!r}")
+                expected = _describe(hints[key] if choices is None else Literal[tuple(choices)])
+                problems.append(f"'{key}' ({origin}): expected {expected}, got {value!r}")
                 bad_keys.add(key)
     recipe = Recipe(**{k: v for k, v in values.items() if k not in bad_keys})
     recipe.report_to = [t.lower() for t in recipe.report_to]

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..errors import UserError
+from duotune.trainer.common.errors import UserError
 
 __all__ = ["DEMO_MODELS", "DEMO_DATA_FILE", "demo_model_path", "is_demo_id", "cache_home"]
 

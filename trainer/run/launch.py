@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 
-from .errors import UserError
+from duotune.trainer.common.errors import UserError
 
 __all__ = ["under_torchrun", "resolve_nproc", "relaunch"]
 
@@ -26,9 +26,9 @@ def resolve_nproc(value: str | None, device: str) -> int:
     if value in (None, "", "1"):
         return 1
     if value == "auto":
-        from .train import make_plan_device
+        from duotune.trainer.run.plan import backend_for
 
-        backend = make_plan_device(device)
+        backend = backend_for(device)[0]
         return max(1, backend.device_count())
     try:
         n = int(value)
@@ -40,7 +40,7 @@ def resolve_nproc(value: str | None, device: str) -> int:
 
 
 def relaunch(nproc: int, argv: list[str]) -> int:
-    """Run ``python -m trainer.cli <argv>`` in ``nproc`` processes per node under torchrun."""
+    """Run ``python -m duotune.trainer.commands.cli <argv>`` in ``nproc`` processes per node under torchrun."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
     nnodes = int(os.environ.get("NNODES", "1"))
     if nnodes > 1:
@@ -56,7 +56,7 @@ def relaunch(nproc: int, argv: list[str]) -> int:
         ]  # fmt: skip
     else:
         cmd += ["--standalone"]
-    cmd += ["-m", "trainer.cli", *argv]
+    cmd += ["-m", "duotune.trainer.commands.cli", *argv]
     print(f"[duotune] launching {nproc * nnodes} processes: {' '.join(cmd)}", flush=True)
     # torchrun forwards SIGINT/SIGTERM to the workers, which save a checkpoint and stop; this process
     # only waits for them and passes their exit code on.

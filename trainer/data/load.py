@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from duotune.trainer.common.errors import UserError
 
 __all__ = [
     "FORMATS",
@@ -88,7 +88,9 @@ def resolve_dataset_path(spec: str) -> Path:
                 f"dataset {spec!r}: unknown demo dataset; available: "
                 + ", ".join(f"demo://{k}" for k in DEMO_DATASETS)
             )
-        return Path(__file__).resolve().parent / "demo" / DEMO_DATASETS[name]
+        from duotune.trainer.demo import HERE as DEMO_DIR
+
+        return DEMO_DIR / DEMO_DATASETS[name]
     path = Path(spec).expanduser()
     if not path.is_file():
         raise UserError(

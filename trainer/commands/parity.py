@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from duotune.trainer.common.errors import UserError
 
 __all__ = [
     "PARITY_OVERRIDES",
@@ -65,10 +65,12 @@ def tolerance_for(precision_a: str, precision_b: str) -> Tolerance:
 
 
 def golden_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_golden", here.parent / "tests" / "golden"):
-        if candidate.is_dir():
-            return candidate
+    """The checked-in references (tests/golden, shipped inside the package as duotune/tests/golden)."""
+    from duotune import PACKAGE_ROOT
+
+    candidate = PACKAGE_ROOT / "tests" / "golden"
+    if candidate.is_dir():
+        return candidate
     raise UserError("the golden references are missing from this installation; reinstall duotune")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import UserError
+from duotune.trainer.common.errors import UserError
 
 __all__ = ["BuiltinTemplate", "BUILTIN_TEMPLATES", "apply_template_choice", "describe_template"]
 

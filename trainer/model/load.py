@@ -7,10 +7,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError, first_line
-from .hub import ModelSource
-from .hub import resolve_model as hub_resolve_model
-from .recipe import Recipe
+from duotune.trainer.common.errors import UserError, first_line
+from duotune.trainer.model.hub import ModelSource
+from duotune.trainer.model.hub import resolve_model as hub_resolve_model
+from duotune.trainer.recipe import Recipe
 
 __all__ = [
     "ModelSource",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import platform
-from importlib import metadata
 from typing import Any
+
+from duotune.backends.base import dist_version
 
 __all__ = ["collect_env", "format_env"]
 
@@ -22,27 +23,17 @@ PACKAGES = (
 )
 
 
-def _version(dists: tuple[str, ...]) -> str | None:
-    for dist in dists:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
-
-
 def collect_env(device: str = "auto") -> dict[str, Any]:
-    from backends import AUTO_ORDER, BackendError, get_backend
-    from backends.npu import package_versions
-
-    from .errors import UserError
-    from .recipe import Recipe
-    from .train import make_plan
+    from duotune.backends import AUTO_ORDER, BackendError, get_backend
+    from duotune.backends.npu import package_versions
+    from duotune.trainer.common.errors import UserError
+    from duotune.trainer.recipe import Recipe
+    from duotune.trainer.run.plan import make_plan
 
     info: dict[str, Any] = {
-        "duotune": _version(("duotune",)),
+        "duotune": dist_version("duotune"),
         "python": platform.python_version(),
-        "versions": {name: _version(dists) for name, dists in PACKAGES},
+        "versions": {name: dist_version(*dists) for name, dists in PACKAGES},
     }
     backends = []
     for name in AUTO_ORDER:  # NPU first: its probe is the only import of the Ascend adapter here

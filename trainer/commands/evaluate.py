@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .console import kv
-from .errors import UserError
+from duotune.trainer.common.console import kv
+from duotune.trainer.common.errors import UserError
 
 __all__ = ["evaluate_dataset", "token_losses"]
 
@@ -41,10 +41,9 @@ def evaluate_dataset(
     batch_size: int = 4,
     output: Path = Path("eval_results.json"),
 ) -> dict[str, Any]:
-    from collators import Seq2SeqCollator
-
-    from .encoding import encode_dataset
-    from .templates import apply_template_choice
+    from duotune.collators import Seq2SeqCollator
+    from duotune.trainer.data.encode import encode_dataset
+    from duotune.trainer.data.templates import apply_template_choice
 
     template_desc = apply_template_choice(loaded.tokenizer, template, loaded.base.model_name_or_path)
     data = encode_dataset(

@@ -13,8 +13,8 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import UserError
-from .recipe import Recipe
+from duotune.trainer.common.errors import UserError
+from duotune.trainer.recipe import Recipe
 
 __all__ = [
     "Framework",
@@ -57,12 +57,12 @@ def openmind_installed() -> bool:
     return importlib.util.find_spec("openmind") is not None
 
 
-def resolve_framework(requested: str, device_type: str) -> tuple[str, str]:
-    """(framework name, why) for a recipe's `framework` on a device."""
+def resolve_framework(requested: str, backend) -> tuple[str, str]:
+    """(framework name, why) for a recipe's `framework` on a backend (openMind where it prefers it)."""
     if requested == "auto":
-        if device_type == "npu" and openmind_installed():
-            return "openmind", "auto: NPU with the openMind Library installed"
-        if device_type == "npu":
+        if backend.prefers_openmind and openmind_installed():
+            return "openmind", f"auto: {backend.name} with the openMind Library installed"
+        if backend.prefers_openmind:
             return "transformers", "auto: the openmind package is not installed"
         return "transformers", "auto"
     if requested == "openmind" and not openmind_installed():
@@ -166,6 +166,7 @@ def build_training_args(
     precision: str,
     has_eval: bool,
     report_to: list[str],
+    deepspeed: str | None = None,
     extra: dict[str, Any] | None = None,
 ):
     """TrainingArguments for the recipe, spelled the way the installed version wants them."""
@@ -210,10 +211,8 @@ def build_training_args(
         kwargs["eval_steps"] = recipe.eval_steps
     if recipe.deterministic:
         kwargs["full_determinism"] = True  # seeds everything and turns on deterministic kernels
-    if recipe.deepspeed:
-        from .train import deepspeed_config
-
-        kwargs["deepspeed"] = deepspeed_config(recipe.deepspeed)
+    if deepspeed:
+        kwargs["deepspeed"] = deepspeed  # the config path the plan resolved
     if recipe.fsdp:
         kwargs["fsdp"] = f"{recipe.fsdp} auto_wrap"
         # frozen base weights and trainable LoRA weights share FSDP units: needs use_orig_params

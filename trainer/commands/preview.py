@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 
 import click
-
-from .console import kv
-from .encoding import IGNORE_INDEX
-from .errors import UserError
-from .recipe import Recipe
+from duotune.trainer.common.console import kv
+from duotune.trainer.common.errors import UserError
+from duotune.trainer.data.encode import IGNORE_INDEX
+from duotune.trainer.recipe import Recipe
 
 __all__ = ["run_preview", "mark_learned", "OPEN", "CLOSE"]
 
@@ -54,9 +53,9 @@ def _write_jsonl(path: Path, dataset) -> None:
 def run_preview(
     recipe: Recipe, recipe_path: Path, *, num: int, jsonl: Path | None, color: bool | None
 ) -> None:
-    from .model import load_tokenizer, resolve_model
-    from .templates import apply_template_choice
-    from .train import describe_data, prepare_data
+    from duotune.trainer.data.prepare import describe_data, prepare_data
+    from duotune.trainer.data.templates import apply_template_choice
+    from duotune.trainer.model.load import load_tokenizer, resolve_model
 
     if jsonl is not None and jsonl.exists() and jsonl.is_dir():
         raise UserError(f"--jsonl {jsonl} is a folder; give a file path")

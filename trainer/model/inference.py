@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError, first_line
+from duotune.trainer.common.errors import UserError, first_line
 
 __all__ = ["BaseSpec", "adapter_base", "load_model_and_tokenizer", "pick_device", "LoadedModel", "DTYPES"]
 
@@ -76,7 +76,7 @@ class LoadedModel:
 
 def pick_device(device: str | None):
     """A backend and its device string for inference (`auto`: NPU, CUDA, MPS, then CPU)."""
-    from backends import BackendError, select_backend
+    from duotune.backends import BackendError, select_backend
 
     try:
         backend, _ = select_backend(device or "auto")
@@ -88,21 +88,20 @@ def pick_device(device: str | None):
 def resolve_dtype(dtype: str, backend, base_path: str):
     """`auto`: the backend's training default on accelerators (bf16/fp16), the model's own dtype elsewhere."""
     import torch
-
-    from .model import TORCH_DTYPES
+    from duotune.trainer.model.load import TORCH_DTYPES
 
     if dtype == "auto":
-        if backend.name in ("cuda", "npu"):
+        if backend.prefers_half_precision:
             dtype = backend.default_precision()[0]
         else:
             try:
-                saved = (
-                    json.loads((Path(base_path) / "config.json").read_text()).get("torch_dtype") or "float32"
-                )
-            except (OSError, ValueError):
+                config = json.loads((Path(base_path) / "config.json").read_text(encoding="utf-8"))
+                # transformers 5 writes `dtype`, 4.x `torch_dtype`
+                saved = config.get("dtype") or config.get("torch_dtype") or "float32"
+            except (OSError, ValueError, AttributeError):
                 saved = "float32"
             dtype = {"bfloat16": "bf16", "float16": "fp16"}.get(str(saved), "fp32")
-    elif backend.name in ("cuda", "npu"):
+    elif backend.is_accelerator:
         support = backend.supports_precision(dtype)
         if not support.ok:
             raise UserError(f"--dtype {dtype} on {backend.name}: {support.reason}")
@@ -119,10 +118,9 @@ def load_model_and_tokenizer(
     trust_remote_code: bool | None = None,
     refuse_quantized: bool = False,
 ) -> LoadedModel:
+    from duotune.trainer.model.hub import resolve_model
+    from duotune.trainer.model.load import dtype_kwarg
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .hub import resolve_model
-    from .model import dtype_kwarg
 
     adapter_dir = Path(adapter) if adapter else None
     if adapter_dir is not None:

@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 
 import click
-
-from .errors import EXIT_USER_ERROR, UserError
+from duotune.backends.registry import DEVICE_CHOICES, HOST_DEVICE
+from duotune.trainer.common.errors import EXIT_USER_ERROR, UserError
 
 __all__ = ["train_cmd", "preview_cmd", "env_cmd", "download_cmd", "duotune", "train_main", "duotune_main"]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-DEVICES = ["auto", "cpu", "cuda", "npu", "mps"]
+DEVICES = list(DEVICE_CHOICES)
 
 OVERRIDES_HELP = (
     "KEY=VALUE pairs override any recipe key; values are read as YAML scalars "
@@ -53,7 +53,7 @@ def _report_interrupt(stopped) -> None:
 
 
 def _load(config: str | None, overrides: tuple[str, ...], **shorthand):
-    from .recipe import load_recipe, parse_overrides
+    from duotune.trainer.recipe import load_recipe, parse_overrides
 
     values = parse_overrides(overrides)
     for key, value in shorthand.items():
@@ -74,7 +74,7 @@ def _recipe_options(func):
         "--device",
         type=click.Choice(DEVICES),
         default=None,
-        help="Device to use (default: the recipe's `device`, normally auto = NPU, then CUDA, then CPU).",
+        help="Device to use (default: the recipe's `device`, normally auto = NPU, then CUDA, then MPS, then CPU).",
     )(func)
     func = click.option(
         "--config",
@@ -107,7 +107,7 @@ def _launch_argv(command: list[str], config, device, model, output_dir, override
 
 def _maybe_relaunch(nproc, command, config, device, model, output_dir, overrides, recipe) -> None:
     """Re-run this command under torchrun when more than one process is asked for."""
-    from .launch import relaunch, resolve_nproc, under_torchrun
+    from duotune.trainer.run.launch import relaunch, resolve_nproc, under_torchrun
 
     if under_torchrun():
         return
@@ -131,8 +131,8 @@ def train_cmd(config, device, model, output_dir, overrides, nproc):
     """
     recipe, path = _load(config, overrides, model_name_or_path=model, output_dir=output_dir, device=device)
     _maybe_relaunch(nproc, ["train"], config, device, model, output_dir, overrides, recipe)
-    from .lifecycle import Interrupted
-    from .train import run_training
+    from duotune.trainer.run.lifecycle import Interrupted
+    from duotune.trainer.run.workflow import run_training
 
     try:
         run_training(recipe, path)
@@ -163,7 +163,7 @@ def preview_cmd(config, device, model, output_dir, overrides, num, jsonl, color)
     first examples with the learned (trained) tokens marked [[like this]].
     """
     recipe, path = _load(config, overrides, model_name_or_path=model, output_dir=output_dir, device=device)
-    from .preview import run_preview
+    from duotune.trainer.commands.preview import run_preview
 
     run_preview(recipe, path, num=num, jsonl=Path(jsonl) if jsonl else None, color=color)
 
@@ -190,7 +190,7 @@ def parity_run_cmd(config, device, model, output_dir, overrides, framework, npro
     Without --config it runs the demo recipe, like `train`. It sets logging_steps=1, lora_dropout=0,
     deterministic=true and report_to=none on top of the recipe.
     """
-    from .parity import PARITY_OVERRIDES
+    from duotune.trainer.commands.parity import PARITY_OVERRIDES
 
     if output_dir is None and not any(o.startswith(("output_dir=", "output-dir=")) for o in overrides):
         raise UserError("parity run needs --output-dir DIR (the run folder that `parity compare` reads)")
@@ -203,14 +203,14 @@ def parity_run_cmd(config, device, model, output_dir, overrides, framework, npro
         config, all_overrides, model_name_or_path=model, output_dir=output_dir, device=device
     )
     _maybe_relaunch(nproc, ["parity", "run"], config, device, model, output_dir, all_overrides, recipe)
-    from .lifecycle import Interrupted
-    from .train import run_training
+    from duotune.trainer.run.lifecycle import Interrupted
+    from duotune.trainer.run.workflow import run_training
 
     try:
         result = run_training(recipe, path)
     except Interrupted as stopped:
         _report_interrupt(stopped)
-    from .console import echo
+    from duotune.trainer.common.console import echo
 
     echo(f"parity run recorded in {result.output_dir}; compare it with `duotune parity compare`")
 
@@ -233,7 +233,7 @@ def parity_compare_cmd(run_a, run_b, report_dir):
     Writes parity_report.md, parity.json and parity_loss.png; exits 0 when the runs match within the
     tolerance for their precisions, 1 when they do not.
     """
-    from .parity import compare_runs, load_run, write_report
+    from duotune.trainer.commands.parity import compare_runs, load_run, write_report
 
     a, b = load_run(run_a), load_run(run_b)
     result = compare_runs(a, b)
@@ -288,7 +288,7 @@ def download_cmd(model, hub, revision, local_dir, cache_dir, trust_remote_code, 
     Then train with HF_HUB_OFFLINE=1 (MODELERS_OFFLINE=1 for Modelers), or point
     model_name_or_path at the --local-dir folder.
     """
-    from .hub import fetch_model, parse_model_spec
+    from duotune.trainer.model.hub import fetch_model, parse_model_spec
 
     ref = parse_model_spec(model, hub)
     if ref.kind != "hub":
@@ -335,7 +335,7 @@ DEVICE_OPTION_HELP = "Device (default: auto = NPU, then CUDA, then MPS, then CPU
 )
 @click.option("--max-shard-size", default="5GB", show_default=True, help="Largest safetensors file.")
 @click.option(
-    "--device", type=click.Choice(DEVICES), default="cpu", show_default=True, help="Where to merge."
+    "--device", type=click.Choice(DEVICES), default=HOST_DEVICE, show_default=True, help="Where to merge."
 )
 @user_errors
 def merge_cmd(adapter, base, output_dir, dtype, max_shard_size, device):
@@ -346,7 +346,7 @@ def merge_cmd(adapter, base, output_dir, dtype, max_shard_size, device):
     plain transformers. Merging on CPU needs about as much memory as the model in --dtype (a 7B model:
     ~15 GB in bf16, ~30 GB in fp32).
     """
-    from .merge import merge_adapter
+    from duotune.trainer.commands.merge import merge_adapter
 
     merge_adapter(adapter, output_dir, base=base, dtype=dtype, max_shard_size=max_shard_size, device=device)
 
@@ -414,8 +414,8 @@ def _generation_options(func):
 def chat_cmd(model, adapter, device, dtype, system, prompt, compare, max_new_tokens, temperature, top_p,
              repetition_penalty, do_sample, seed):  # fmt: skip
     """Chat with a model through its chat template, streaming the answer."""
-    from .chat import Chat, GenerationSettings, side_by_side
-    from .inference import load_model_and_tokenizer
+    from duotune.trainer.commands.chat import Chat, GenerationSettings, side_by_side
+    from duotune.trainer.model.inference import load_model_and_tokenizer
 
     if compare and not adapter:
         raise UserError("--compare needs --adapter (it compares the base model with the adapter)")
@@ -482,8 +482,8 @@ def eval_cmd(
     output,
 ):
     """Loss and perplexity on the learned tokens of a dataset, encoded exactly as training does."""
-    from .evaluate import evaluate_dataset
-    from .inference import load_model_and_tokenizer
+    from duotune.trainer.commands.evaluate import evaluate_dataset
+    from duotune.trainer.model.inference import load_model_and_tokenizer
 
     if cutoff_len is None:
         cutoff_len = _adapter_cutoff(adapter) or 2048
@@ -520,7 +520,7 @@ def _adapter_cutoff(adapter: str | None) -> int | None:
 @user_errors
 def env_cmd(device, as_json):
     """Show versions, every device backend (usable or why not) and what a run would use."""
-    from .envinfo import collect_env, format_env
+    from duotune.trainer.commands.env import collect_env, format_env
 
     click.echo(format_env(collect_env(device), as_json=as_json))
 

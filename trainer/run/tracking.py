@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from .recipe import Recipe
+from duotune.trainer.recipe import Recipe
 
 __all__ = [
     "TRAINER_LOG",
@@ -131,7 +131,7 @@ def plot_losses(output_dir: str | Path) -> list[Path]:
         points = [(r["current_steps"], r[key]) for r in rows if key in r]
         if not points:
             continue
-        steps, values = zip(*points)
+        steps, values = zip(*points, strict=True)
         fig, ax = plt.subplots(figsize=(7, 4.5))
         ax.plot(steps, values, color="#1f77b4", alpha=0.35 if len(values) > 10 else 1.0, label="original")
         if len(values) > 10:

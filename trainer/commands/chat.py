@@ -71,7 +71,7 @@ def side_by_side(left_title: str, left: str, right_title: str, right: str, width
     rows = max(len(a), len(b))
     a += [""] * (rows - len(a))
     b += [""] * (rows - len(b))
-    return "\n".join(f"{x:<{col}} | {y}" for x, y in zip(a, b))
+    return "\n".join(f"{x:<{col}} | {y}" for x, y in zip(a, b, strict=True))
 
 
 class Chat:
@@ -81,7 +81,7 @@ class Chat:
         self.system = system
         self.history: list[dict] = []
         self.stop_ids = stop_token_ids(loaded.tokenizer, loaded.model)
-        from collators import resolve_pad_token_id
+        from duotune.collators import resolve_pad_token_id
 
         self.pad_id = resolve_pad_token_id(loaded.tokenizer)[0]
 

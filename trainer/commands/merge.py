@@ -17,8 +17,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .console import echo
-from .errors import UserError
+from duotune.trainer.common.console import echo
+from duotune.trainer.common.errors import UserError
 
 __all__ = ["merge_adapter", "WEIGHT_SUFFIXES"]
 
@@ -37,10 +37,10 @@ def merge_adapter(
     base: str | None = None,
     dtype: str = "auto",
     max_shard_size: str = "5GB",
-    device: str | None = "cpu",
+    device: str | None = None,
 ) -> Path:
-    from .inference import load_model_and_tokenizer
-    from .model import save_tokenizer
+    from duotune.trainer.model.inference import load_model_and_tokenizer
+    from duotune.trainer.model.load import save_tokenizer
 
     out = Path(output_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

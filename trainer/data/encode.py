@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from duotune.trainer.common.errors import UserError
 
 __all__ = ["IGNORE_INDEX", "ChatEncoder", "EncodedData", "encode_dataset", "tokenizer_fingerprint"]
 
@@ -113,7 +113,7 @@ class ChatEncoder:
             return_attention_mask=False,
         )
         out = []
-        for (_, spans), ids, offsets in zip(rendered, enc["input_ids"], enc["offset_mapping"]):
+        for (_, spans), ids, offsets in zip(rendered, enc["input_ids"], enc["offset_mapping"], strict=True):
             labels = self.labels_from_offsets(ids, [tuple(o) for o in offsets], spans)
             n_full = len(ids)
             ids, labels = ids[: self.cutoff_len], labels[: self.cutoff_len]
@@ -204,7 +204,7 @@ def encode_dataset(
     use_cache: bool = True,
 ) -> EncodedData:
     """Read, check and encode every dataset file; reuse the cached result when nothing changed."""
-    from .data import file_digest, load_examples, resolve_dataset_path
+    from duotune.trainer.data.load import file_digest, load_examples, resolve_dataset_path
 
     paths = [resolve_dataset_path(s) for s in specs]
     key = hashlib.sha256(
@@ -300,7 +300,7 @@ def _encode_batch(batch: dict[str, list], encoder: ChatEncoder) -> dict[str, lis
 
 
 def _not_incremental_message(source: str) -> str:
-    from .templates import BUILTIN_TEMPLATES
+    from duotune.trainer.data.templates import BUILTIN_TEMPLATES
 
     return (
         f"the chat template changes earlier turns when a turn is added ({source}), so the reply tokens "

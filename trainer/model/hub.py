@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError, first_line
+from duotune.trainer.common.errors import UserError, first_line
 
 __all__ = [
     "HUBS",
@@ -362,7 +362,7 @@ def resolve_model(
     allow_pickle_weights: bool = False,
 ) -> ModelSource:
     """Turn ``model_name_or_path`` into a local folder, downloading it if needed."""
-    from .demo import demo_model_path
+    from duotune.trainer.demo import demo_model_path
 
     ref = parse_model_spec(spec, hub)
     if ref.kind == "demo":

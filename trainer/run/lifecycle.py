@@ -15,8 +15,8 @@ import re
 import signal
 from pathlib import Path
 
-from .console import echo
-from .errors import UserError
+from duotune.trainer.common.console import echo
+from duotune.trainer.common.errors import UserError
 
 __all__ = [
     "COMPLETE_MARKER",

@@ -1,0 +1,2 @@
+"""The command line (``cli``) and the sub-commands beside training: preview, parity, merge, chat, eval,
+env."""

@@ -1,0 +1,91 @@
+"""The output directory of a run: refusing to mix two runs, clearing a replaced one, recording what ran.
+
+Everything here that checks comes before data preparation and model loading, so a refused run is
+refused at once and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from pathlib import Path
+
+from duotune.trainer.common.errors import UserError
+from duotune.trainer.common.files import atomic_write_text, package_versions
+from duotune.trainer.recipe import Recipe
+
+__all__ = [
+    "RUN_ARTIFACTS",
+    "RUN_CONFIG",
+    "RUN_INFO",
+    "check_output_dir",
+    "clear_previous_run",
+    "write_run_config",
+    "write_run_info",
+]
+
+RUN_CONFIG = "run_config.yaml"
+RUN_INFO = "run_info.json"
+# Files a run writes into output_dir; overwrite_output_dir removes exactly these (and checkpoint-*).
+RUN_ARTIFACTS = (
+    RUN_CONFIG,
+    RUN_INFO,
+    "trainer_log.jsonl",
+    "training_loss.png",
+    "training_eval_loss.png",
+    "adapter_model.safetensors",
+    "adapter_config.json",
+    "trainer_state.json",
+    "train_results.json",
+    "eval_results.json",
+    "all_results.json",
+    "training_args.bin",
+    "README.md",
+)
+
+
+def check_output_dir(recipe: Recipe) -> None:
+    """Refuse an output_dir that is a file or already holds a run (unless asked to replace or resume)."""
+    out = Path(recipe.output_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output_dir {out} exists and is not a folder; choose another output_dir")
+    if not out.is_dir() or recipe.resume_from_checkpoint or recipe.overwrite_output_dir:
+        return
+    leftovers = [p.name for p in out.iterdir() if p.name in RUN_ARTIFACTS or p.name.startswith("checkpoint-")]
+    if leftovers:
+        raise UserError(
+            f"output_dir {out} already holds a run ({', '.join(sorted(leftovers)[:3])}, ...); set "
+            "overwrite_output_dir=true to replace it, resume_from_checkpoint=auto to continue it, or choose "
+            "another output_dir"
+        )
+
+
+def clear_previous_run(out: Path) -> None:
+    """Remove what an earlier run left (its files and checkpoints), nothing else."""
+    for p in out.iterdir():
+        if p.name in RUN_ARTIFACTS and p.is_file():
+            p.unlink()
+        elif (p.name.startswith("checkpoint-") or p.name == "pissa_init") and p.is_dir():
+            shutil.rmtree(p)
+
+
+def write_run_config(out: Path, recipe: Recipe) -> None:
+    """The fully resolved recipe, no secrets (what `merge`, `eval` and `parity compare` read back)."""
+    atomic_write_text(out / RUN_CONFIG, recipe.to_yaml())
+
+
+def write_run_info(out: Path, plan, framework) -> None:
+    """What ran where (read by `duotune parity compare` to choose its tolerances)."""
+    info = {
+        "device": plan.device,
+        "backend": plan.backend.name,
+        "precision": plan.precision,
+        "attn_implementation": plan.attn_implementation,
+        "framework": framework.describe(),
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "python": platform.python_version(),
+        "versions": package_versions("torch", "transformers", "peft", "accelerate", "openmind", "torch-npu"),
+    }
+    atomic_write_text(out / RUN_INFO, json.dumps(info, indent=2) + "\n")
