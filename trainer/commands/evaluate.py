@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from duotune.trainer.common.console import kv
 from duotune.trainer.common.errors import UserError
+from duotune.trainer.common.files import atomic_write_text
 
 __all__ = ["evaluate_dataset", "token_losses"]
 
@@ -85,10 +85,7 @@ def evaluate_dataset(
         "loss": loss,
         "perplexity": math.exp(loss) if loss < 700 else math.inf,
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, output)
+    atomic_write_text(output, json.dumps(results, indent=2) + "\n")
     kv("data", f"{data.formats}; template: {template_desc}")
     kv(
         "examples",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import click
 from duotune.trainer.common.console import kv
 from duotune.trainer.common.errors import UserError
+from duotune.trainer.common.files import atomic_path
 from duotune.trainer.data.encode import IGNORE_INDEX
 from duotune.trainer.recipe import Recipe
 
@@ -38,16 +38,9 @@ def mark_learned(tokenizer, input_ids: list[int], labels: list[int], color: bool
 
 def _write_jsonl(path: Path, dataset) -> None:
     """All kept examples, written to a temporary file first so a failure leaves no partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for row in dataset.select_columns(["input_ids", "labels"]):
-                f.write(json.dumps({"input_ids": row["input_ids"], "labels": row["labels"]}) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for row in dataset.select_columns(["input_ids", "labels"]):
+            f.write(json.dumps({"input_ids": row["input_ids"], "labels": row["labels"]}) + "\n")
 
 
 def run_preview(

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from duotune.trainer.common.errors import UserError
+from duotune.trainer.common.files import atomic_write_text
 
 __all__ = ["IGNORE_INDEX", "ChatEncoder", "EncodedData", "encode_dataset", "tokenizer_fingerprint"]
 
@@ -268,9 +268,7 @@ def encode_dataset(
         "formats": report.describe_formats(),
     }
     if use_cache:
-        tmp = meta_path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, meta_path)
+        atomic_write_text(meta_path, json.dumps(meta))
     return EncodedData(
         _keep_learnable(ds),
         meta["rows_read"],

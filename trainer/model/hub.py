@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from duotune.trainer.common.errors import UserError, first_line
+from duotune.trainer.common.files import atomic_write_text
 
 __all__ = [
     "HUBS",
@@ -310,9 +311,7 @@ def _clear_marker(folder: Path) -> None:
 def _write_marker(folder: Path, ref: ModelRef, revision: str | None) -> None:
     """A --local-dir download is complete only once this file exists (written last)."""
     data = {"hub": ref.hub, "repo_id": ref.repo_id, "revision": revision or "main"}
-    tmp = folder / (COMPLETE_MARKER + ".tmp")
-    tmp.write_text(json.dumps(data) + "\n")
-    os.replace(tmp, folder / COMPLETE_MARKER)
+    atomic_write_text(folder / COMPLETE_MARKER, json.dumps(data) + "\n")
 
 
 def check_model_folder(folder: Path, spec: str, *, allow_pickle_weights: bool = False) -> None:
