@@ -61,7 +61,7 @@ def resolve_framework(requested: str, backend) -> tuple[str, str]:
     """(framework name, why) for a recipe's `framework` on a backend (openMind where it prefers it)."""
     if requested == "auto":
         if backend.prefers_openmind and openmind_installed():
-            return "openmind", f"auto: {backend.name} with the openMind Library installed"
+            return "openmind", f"auto: {backend.name.upper()} with the openMind Library installed"
         if backend.prefers_openmind:
             return "transformers", "auto: the openmind package is not installed"
         return "transformers", "auto"
