@@ -292,8 +292,13 @@ def _register(name: str, kernel_fn: Callable, base: str) -> None:
     def attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
         cu_seqlens = kwargs.get("cu_seq_lens_q")
         if cu_seqlens is None or attention_mask is not None or query.shape[0] != 1:
-            fallback = sdpa_attention_forward if base == "sdpa" else _model_eager(module)
-            return fallback(
+            if base == "sdpa":  # no mask means causal to SDPA
+                return sdpa_attention_forward(
+                    module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+                )
+            if attention_mask is None:  # eager needs the causal mask that `mask` above did not build
+                attention_mask = _causal_mask(query, key)
+            return _model_eager(module)(
                 module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
             )
         _check_plain_causal(kwargs, cu_seqlens)
@@ -302,6 +307,15 @@ def _register(name: str, kernel_fn: Callable, base: str) -> None:
 
     AttentionInterface.register(name, attention)
     AttentionMaskInterface.register(name, mask)
+
+
+def _causal_mask(query, key):
+    """Additive causal mask for eager attention, aligned to the end of the keys (a cache may precede)."""
+    import torch
+
+    q_len, kv_len = query.shape[-2], key.shape[-2]
+    mask = torch.full((q_len, kv_len), torch.finfo(query.dtype).min, dtype=query.dtype, device=query.device)
+    return mask.triu(1 + kv_len - q_len)[None, None]
 
 
 def _model_eager(module) -> Callable:

@@ -200,8 +200,12 @@ def build_training_args(
         "disable_tqdm": False,
         "ddp_find_unused_parameters": False,
         "prediction_loss_only": True,  # evaluation needs the loss only, never all the logits gathered
-        "group_by_length": recipe.group_by_length,
     }
+    if recipe.group_by_length:  # transformers 5 renamed the switch
+        if "train_sampling_strategy" in known:
+            kwargs["train_sampling_strategy"] = "group_by_length"
+        else:
+            kwargs["group_by_length"] = True
     if recipe.warmup_steps:
         kwargs["warmup_steps"] = recipe.warmup_steps
     elif recipe.warmup_ratio:

@@ -125,12 +125,14 @@ class ThroughputMeter:
         peak_memory: Callable[[], int | None] = lambda: None,
         learned_logits_only: bool = False,
         processes: int = 1,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.flops = flops
         self.peak_flops = peak_flops
         self.peak_memory = peak_memory
         self.learned_logits_only = learned_logits_only
         self.processes = processes
+        self.clock = clock
         self.reduce: Callable[[list[float]], list[float]] | None = None
         self.total = _Counts()
         self.interval = _Counts()
@@ -157,10 +159,10 @@ class ThroughputMeter:
             yield
         finally:
             self._paused -= 1
-            self._clock = time.perf_counter()
+            self._clock = self.clock()
 
     def _book_time(self) -> None:
-        now = time.perf_counter()
+        now = self.clock()
         if self._clock is not None and not self._paused:
             elapsed = now - self._clock
             self.total.seconds += elapsed
