@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 from duotune.backends.registry import DEVICE_CHOICES, HOST_DEVICE
+from duotune.trainer.commands.bench import bench_cmd
 from duotune.trainer.common.errors import EXIT_USER_ERROR, UserError
 
 __all__ = ["train_cmd", "preview_cmd", "env_cmd", "download_cmd", "duotune", "train_main", "duotune_main"]
@@ -539,6 +540,7 @@ duotune.add_command(parity_group)
 duotune.add_command(merge_cmd)
 duotune.add_command(chat_cmd)
 duotune.add_command(eval_cmd)
+duotune.add_command(bench_cmd)
 
 
 def train_main() -> None:
