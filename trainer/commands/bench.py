@@ -32,6 +32,15 @@ from duotune.backends.registry import DEVICE_CHOICES
 __all__ = ["BenchConfig", "bench_cmd", "run_bench", "summarise"]
 
 PIPELINES = ("plain", "duotune", "packing")
+# duotune's runs and the recipe keys they add to its defaults; "padded" and "grouped" are there to compare
+# duotune's padding-free default with the padded alternatives on a backend (not run by default)
+DUOTUNE_PIPELINES = {
+    "duotune": {},
+    "packing": {"packing": True},
+    "padded": {"padding_free": False},
+    "grouped": {"padding_free": False, "group_by_length": True},
+}
+KNOWN_PIPELINES = ("plain", *DUOTUNE_PIPELINES)
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -81,7 +90,8 @@ def run_bench(config: BenchConfig, isolate: bool = True) -> dict[str, Any]:
             runs.append(result)
             echo(
                 f"bench: {pipeline:<8} #{repeat + 1}: wall {result['wall_s']:.1f} s, train "
-                f"{result['train_s']:.1f} s, {result['real_tokens_per_s']:,.0f} real tokens/s, padding "
+                f"{result['train_s']:.1f} s ({result['train_cpu_s']:.0f} CPU-s), "
+                f"{result['real_tokens_per_s']:,.0f} real tokens/s, padding "
                 f"{100 * result['padding']:.1f}%, peak {result['peak_gib']:.2f} GiB, held-out loss "
                 f"{result['eval_loss']:.4f}"
             )
@@ -182,14 +192,13 @@ def _run_pipeline(pipeline: str, repeat: int, config: BenchConfig, work: Path) -
     data = work / f"data-{config.conversations}-{config.cutoff_len}"
     model_dir = work / f"model-{config.shape}"
     start = time.perf_counter()
+    train_cpu = _measure_trainer_cpu_time()
     if pipeline == "plain":
         model, tokenizer, counts = _plain_pipeline(config, model_dir, data / "train.json", run_dir, backend)
-    elif pipeline in ("duotune", "packing"):
-        model, tokenizer, counts = _duotune_pipeline(
-            config, model_dir, data / "train.json", run_dir, packing=pipeline == "packing"
-        )
     else:
-        raise click.UsageError(f"unknown pipeline {pipeline!r}; use {', '.join(PIPELINES)}")
+        model, tokenizer, counts = _duotune_pipeline(
+            config, model_dir, data / "train.json", run_dir, DUOTUNE_PIPELINES[pipeline]
+        )
     wall = time.perf_counter() - start
     peak = _peak_memory(backend)
     eval_loss = heldout_loss(model, tokenizer, data / "heldout.json", config.cutoff_len, config.batch_size)
@@ -199,13 +208,35 @@ def _run_pipeline(pipeline: str, repeat: int, config: BenchConfig, work: Path) -
         "repeat": repeat,
         "wall_s": wall,
         "train_s": train_s,
+        "train_cpu_s": train_cpu["seconds"],
         "real_tokens": real,
         "slots": slots,
         "real_tokens_per_s": real / train_s,
+        "real_tokens_per_cpu_s": real / train_cpu["seconds"] if train_cpu["seconds"] else 0.0,
         "padding": 1.0 - real / slots if slots else 0.0,
         "peak_gib": peak / 2**30,
         "eval_loss": eval_loss,
     }
+
+
+def _measure_trainer_cpu_time() -> dict[str, float]:
+    """Record the processor time (all threads of this process) that ``Trainer.train`` takes, in every
+    pipeline alike. On a machine other jobs share, wall time swings with their load; the processor time
+    a run needs much less, so the report gives both."""
+    from transformers import Trainer
+
+    measured = {"seconds": 0.0}
+    train = Trainer.train
+
+    def timed(self, *args, **kwargs):
+        start = time.process_time()
+        try:
+            return train(self, *args, **kwargs)
+        finally:
+            measured["seconds"] += time.process_time() - start
+
+    Trainer.train = timed  # this benchmark child process only
+    return measured
 
 
 def _peak_memory(backend) -> int:
@@ -312,12 +343,13 @@ class _CountingCollator:
         return batch
 
 
-def _duotune_pipeline(config: BenchConfig, model_dir: Path, train_file: Path, run_dir: Path, packing: bool):
+def _duotune_pipeline(config: BenchConfig, model_dir: Path, train_file: Path, run_dir: Path, keys: dict):
     import yaml
     from duotune.trainer.recipe import load_recipe
     from duotune.trainer.run.workflow import run_training
 
     keys = {
+        **keys,
         "model_name_or_path": str(model_dir),
         "dataset": [str(train_file)],
         "device": config.device,
@@ -339,7 +371,6 @@ def _duotune_pipeline(config: BenchConfig, model_dir: Path, train_file: Path, ru
         "report_to": "none",
         "plot_loss": False,
         "seed": config.seed,
-        "packing": packing,
         **config.extra,
     }
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -395,13 +426,24 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for pipeline, rows in by_pipeline.items():
         entry = {
             key: _spread([r[key] for r in rows])
-            for key in ("wall_s", "train_s", "real_tokens_per_s", "padding", "peak_gib", "eval_loss")
+            for key in (
+                "wall_s",
+                "train_s",
+                "real_tokens_per_s",
+                "real_tokens_per_cpu_s",
+                "padding",
+                "peak_gib",
+                "eval_loss",
+            )
         }
         paired = [(r, plain[r["repeat"]]) for r in rows if r["repeat"] in plain and pipeline != "plain"]
         if paired:
             entry["vs_plain"] = {
                 "real_tokens_per_s": _spread(
                     [r["real_tokens_per_s"] / p["real_tokens_per_s"] for r, p in paired]
+                ),
+                "real_tokens_per_cpu_s": _spread(
+                    [r["real_tokens_per_cpu_s"] / p["real_tokens_per_cpu_s"] for r, p in paired]
                 ),
                 "wall_s": _spread([r["wall_s"] / p["wall_s"] for r, p in paired]),
                 "eval_loss": _spread([r["eval_loss"] / p["eval_loss"] - 1.0 for r, p in paired]),
@@ -423,17 +465,18 @@ def format_table(report: dict[str, Any]) -> str:
     """The Markdown table of docs/performance.md: medians over the repeats, [min - max] for ratios."""
     summary = report["summary"]
     lines = [
-        "| pipeline | wall s | train s | real tokens/s | padding | peak GiB | held-out loss | tokens/s vs plain "
-        "| wall vs plain | loss vs plain |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| pipeline | wall s | train s | real tokens/s | tokens per CPU-s | padding | peak GiB | held-out loss "
+        "| tokens/s vs plain | tokens per CPU-s vs plain | wall vs plain | loss vs plain |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for pipeline, entry in summary.items():
         ratios = entry.get("vs_plain")
         lines.append(
             f"| {pipeline} | {entry['wall_s']['median']:.1f} | {entry['train_s']['median']:.1f} "
-            f"| {entry['real_tokens_per_s']['median']:,.0f} | {100 * entry['padding']['median']:.1f}% "
-            f"| {entry['peak_gib']['median']:.2f} | {entry['eval_loss']['median']:.4f} "
-            f"| {_ratio(ratios, 'real_tokens_per_s')} | {_ratio(ratios, 'wall_s')} "
+            f"| {entry['real_tokens_per_s']['median']:,.0f} | {entry['real_tokens_per_cpu_s']['median']:,.0f} "
+            f"| {100 * entry['padding']['median']:.1f}% | {entry['peak_gib']['median']:.2f} "
+            f"| {entry['eval_loss']['median']:.4f} | {_ratio(ratios, 'real_tokens_per_s')} "
+            f"| {_ratio(ratios, 'real_tokens_per_cpu_s')} | {_ratio(ratios, 'wall_s')} "
             f"| {_ratio(ratios, 'eval_loss', percent=True)} |"
         )
     return "\n".join(lines)
@@ -469,7 +512,8 @@ def format_table(report: dict[str, Any]) -> str:
     "--pipelines",
     default=",".join(PIPELINES),
     show_default=True,
-    help="Comma-separated, run in this order each repeat.",
+    help="Comma-separated, run in this order each repeat; also padded (duotune with padding_free: false) "
+    "and grouped (padded, group_by_length: true).",
 )
 @click.option("--output-dir", default="saves/bench", show_default=True, help="Model, data, runs and results.")
 @click.option(
@@ -496,9 +540,9 @@ def bench_cmd(
     from duotune.trainer.recipe import parse_overrides
 
     names = tuple(p.strip() for p in pipelines.split(",") if p.strip())
-    unknown = [p for p in names if p not in PIPELINES]
+    unknown = [p for p in names if p not in KNOWN_PIPELINES]
     if unknown or not names:
-        raise click.BadParameter(f"use some of {', '.join(PIPELINES)}", param_hint="--pipelines")
+        raise click.BadParameter(f"use some of {', '.join(KNOWN_PIPELINES)}", param_hint="--pipelines")
     config = BenchConfig(
         output_dir=output_dir,
         device=device,
