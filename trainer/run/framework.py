@@ -188,7 +188,9 @@ def build_training_args(
         "logging_nan_inf_filter": False,  # show a NaN loss as NaN instead of hiding it
         "save_strategy": "steps",
         "save_steps": recipe.save_steps,
-        "save_total_limit": recipe.save_total_limit,
+        # save_total_limit is applied by duotune once the newest checkpoint is complete (run/lifecycle.py);
+        # the Trainer would delete the old ones before the new one is marked complete
+        "save_total_limit": None,
         "seed": recipe.seed,
         "data_seed": recipe.seed,
         "bf16": precision == "bf16",
@@ -269,6 +271,7 @@ def make_trainer(
     tokenizer,
     callbacks: list,
     loraplus_lr_ratio: float | None = None,
+    guard=None,
 ):
     base = framework.Trainer
     # transformers 4.x rounds the logged loss to 4 decimals; parity checks need it exact
@@ -288,9 +291,13 @@ def make_trainer(
 
         def training_step(self, model, inputs, *a, **kw):
             if self._token_mean is None:
-                return super().training_step(model, inputs, *a, **kw)
-            with self._token_mean.micro_batch(inputs):
-                return super().training_step(model, inputs, *a, **kw)
+                loss = super().training_step(model, inputs, *a, **kw)
+            else:
+                with self._token_mean.micro_batch(inputs):
+                    loss = super().training_step(model, inputs, *a, **kw)
+            if guard is not None:
+                guard.observe_loss(loss)  # a NaN loss stops the run before the update (run/guard.py)
+            return loss
 
         def compute_loss(self, model, inputs, return_outputs=False, **kw):
             result = super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)
