@@ -1,7 +1,14 @@
 """Which library's Trainer / TrainingArguments a run uses, and the small glue both need.
 
-The Trainer class is subclassed once here (whichever framework supplies it) to add what the recipe
-asks for and the base class does not do: the LoRA+ optimizer.
+``framework: auto`` takes openMind's Trainer on an NPU when the openmind package is installed (its import
+side effects undone) and transformers' everywhere else. The Trainer class is subclassed once here,
+whichever framework supplies it, for what duotune needs and the base class does not do:
+
+- the LoRA+ optimizer (``loraplus_lr_ratio``, through peft);
+- each micro-batch's loss handed to the non-finite guard (``run/guard.py``) before the update;
+- on transformers < 4.46 (the openMind stack): the loss averaged per token over the whole update as newer
+  versions do (:class:`_TokenMean`), the logged loss at full precision instead of rounded to 4 decimals,
+  and RNG states that torch >= 2.6 refuses to load without an allow-list.
 """
 
 from __future__ import annotations
