@@ -65,11 +65,8 @@ def test_every_pipeline_runs_and_is_measured(tmp_path):
     runs = {r["pipeline"]: r for r in report["runs"]}
     assert list(runs) == ["plain", "duotune", "packing"]
     assert runs["plain"]["padding"] > 0 and runs["duotune"]["padding"] == 0 == runs["packing"]["padding"]
-    # one step of 2 examples; a packed step trains 2 rows of several examples each
-    assert (
-        0 < runs["plain"]["real_tokens"] <= 2 * 128
-        and runs["packing"]["real_tokens"] > runs["duotune"]["real_tokens"]
-    )
+    # one step of 2 examples (or 2 packed rows) of at most 128 tokens
+    assert all(0 < r["real_tokens"] <= 2 * 128 for r in runs.values())
     for r in runs.values():
         assert r["real_tokens_per_s"] > 0 and r["wall_s"] >= r["train_s"] > 0 and r["peak_gib"] > 0
         assert r["train_cpu_s"] > 0 and r["real_tokens_per_cpu_s"] > 0
@@ -79,14 +76,17 @@ def test_every_pipeline_runs_and_is_measured(tmp_path):
     assert (tmp_path / "bench" / "bench.md").read_text().startswith("| pipeline |")
 
 
-def test_the_command_runs_each_pipeline_in_its_own_process(tmp_path):
-    proc = run_cli(
-        "duotune", "bench", "--device", "cpu", "--steps", "1", "--batch-size", "2", "--cutoff-len", "64",
-        "--conversations", "20", "--repeats", "1", "--pipelines", "plain,duotune",
-        "--output-dir", str(tmp_path / "b"), cwd=tmp_path,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "bench: plain    #1" in proc.stdout and "bench: duotune  #1" in proc.stdout
-    assert "| duotune |" in proc.stdout
+def test_each_run_gets_a_process_of_its_own_and_its_failure_reaches_the_parent():
+    import os
+
+    from duotune.trainer.commands.bench import _call
+
+    assert _call(os.getpid, isolate=True) != os.getpid()
+    with pytest.raises(RuntimeError, match="ValueError: invalid literal"):
+        _call(int, "not a number", isolate=True)
+
+
+def test_the_command_refuses_an_unknown_pipeline(tmp_path):
     bad = run_cli("duotune", "bench", "--pipelines", "plain,fast", cwd=tmp_path)
     assert bad.returncode == 2 and "--pipelines" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "saves").exists()

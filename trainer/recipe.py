@@ -264,7 +264,7 @@ class Recipe:
     )
     flash_attn: Literal["auto", "fa2", "sdpa", "eager"] = _f(
         "auto",
-        "Attention kernel: `fa2` = FlashAttention-2 (CUDA with flash-attn; on Ascend torch_npu's fused "
+        "Attention kernel: `fa2` = FlashAttention-2 (CUDA with flash-attn; on Ascend the NPU's fused "
         "attention), `sdpa` = PyTorch's scaled-dot-product attention, `eager` = plain matmuls. `auto` lets "
         "the backend choose.",
         "speed",
@@ -283,7 +283,7 @@ class Recipe:
     npu_fused_ops: bool | Literal["auto"] = _f(
         "auto",
         "Ascend: run RMSNorm, rotary embedding and SwiGLU of Llama / Qwen2 / DeepSeek-LLM models on "
-        "torch_npu.npu_rms_norm, npu_rotary_mul and npu_swiglu. `auto` = on on an NPU for those models.",
+        "the fused npu_rms_norm, npu_rotary_mul and npu_swiglu. `auto` = on on an NPU for those models.",
         "speed",
     )
 

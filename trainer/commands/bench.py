@@ -17,6 +17,7 @@ held-out conversations, computed the same way for every pipeline (duotune's enco
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -158,7 +159,7 @@ def _prepare(config: BenchConfig, work: Path) -> dict[str, Any]:
         dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[precision]
         build_bench_model(shape, model_dir, dtype=dtype, device=backend.device(), seed=config.seed)
     conversations = synthetic_conversations(
-        config.conversations, seed=config.seed, max_turns=8 * cutoff // 1024
+        config.conversations, seed=config.seed, max_turns=max(1, 8 * cutoff // 1024)
     )
     n_heldout = max(1, round(config.conversations * config.heldout))
     data = work / f"data-{config.conversations}-{cutoff}"
@@ -296,6 +297,10 @@ def _plain_pipeline(config: BenchConfig, model_dir: Path, train_file: Path, run_
         lora_dropout=0.05,
     )
     model = get_peft_model(model, lora)
+    known = {f.name for f in dataclasses.fields(TrainingArguments)}
+    checkpointing = (
+        "activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing"
+    )
     args = TrainingArguments(
         output_dir=str(run_dir),
         per_device_train_batch_size=config.batch_size,
@@ -305,7 +310,6 @@ def _plain_pipeline(config: BenchConfig, model_dir: Path, train_file: Path, run_
         lr_scheduler_type="cosine",
         logging_steps=1,
         save_strategy="no",
-        gradient_checkpointing=config.gradient_checkpointing,
         seed=config.seed,
         report_to="none",
         remove_unused_columns=False,
@@ -313,6 +317,7 @@ def _plain_pipeline(config: BenchConfig, model_dir: Path, train_file: Path, run_
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         disable_tqdm=True,
+        **{checkpointing: config.gradient_checkpointing},  # transformers 5.2x renamed the switch
     )
     collator = _CountingCollator(DataCollatorForSeq2Seq(tokenizer=tokenizer, padding=True), config.steps)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
@@ -536,7 +541,6 @@ def bench_cmd(
       duotune bench                                  # CPU: tiny Llama, 3 x (plain, duotune, packing)
       duotune bench --device cuda --shape qwen2.5-7b --steps 10 --repeats 2
     """
-    from duotune.trainer.commands.cli import user_errors
     from duotune.trainer.recipe import parse_overrides
 
     names = tuple(p.strip() for p in pipelines.split(",") if p.strip())
@@ -556,7 +560,8 @@ def bench_cmd(
         pipelines=names,
         gradient_checkpointing=not no_checkpointing,
     )
-    user_errors(lambda: setattr(config, "extra", parse_overrides(overrides)) or run_bench(config))()
+    config.extra = parse_overrides(overrides)
+    run_bench(config)
 
 
 if __name__ == "__main__":  # pragma: no cover

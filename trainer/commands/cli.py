@@ -543,6 +543,7 @@ duotune.add_command(parity_group)
 duotune.add_command(merge_cmd)
 duotune.add_command(chat_cmd)
 duotune.add_command(eval_cmd)
+bench_cmd.callback = user_errors(bench_cmd.callback)
 duotune.add_command(bench_cmd)
 
 

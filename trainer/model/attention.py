@@ -11,7 +11,7 @@ where                               kernel                                      
 ==================================  ====================================================  ============
 CUDA + flash-attn                   FlashAttention-2 varlen (transformers' own)           cu_seqlens
                                                                                           (4.4x: position_ids)
-Ascend NPU, transformers >= 5       torch_npu.npu_fusion_attention, TND (backends/npu.py) cu_seqlens
+Ascend NPU, transformers >= 5       npu_fusion_attention, TND layout (backends/npu.py)    cu_seqlens
 anything else, transformers >= 5    SDPA (or eager) once per example, registered in       cu_seqlens
                                     transformers' AttentionInterface
 transformers 4.4x (openMind stack)  SDPA / eager with a block-diagonal 4-D mask           mask4d
