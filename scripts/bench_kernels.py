@@ -6,8 +6,8 @@ positions only.
     python scripts/bench_kernels.py                          # CPU, vocabularies of 1,024 and 32,000
     python scripts/bench_kernels.py --vocab 152064 --repeats 5
 
-Prints the median processor time (all threads; steadier than wall time on a shared machine) and wall
-time per step of each variant, and its speed-up over the padded batch. docs/performance.md holds the
+The variants run interleaved, ``--repeats`` times; it prints the median processor time (all threads)
+and wall time per step of each, and the speed-up of its processor time over the padded batch. docs/performance.md holds the
 measured table.
 """
 
@@ -97,12 +97,16 @@ def main() -> int:
             ("flattened, SDPA per example", "all positions", "per example", flat),
             ("flattened, SDPA per example", "learned only", "per example", learned_positions_only(flat)),
         ]
-        base_cpu = None
-        for layout, head, which, batch in variants:
+        for _, _, which, batch in variants:
             _step(models[which], batch)  # warm-up
-            times = [_step(models[which], batch) for _ in range(args.repeats)]
-            cpu = statistics.median(t[0] for t in times)
-            wall = statistics.median(t[1] for t in times)
+        times: list[list[tuple[float, float]]] = [[] for _ in variants]
+        for _ in range(args.repeats):  # interleaved, so that a changing load slows every variant alike
+            for i, (_, _, which, batch) in enumerate(variants):
+                times[i].append(_step(models[which], batch))
+        base_cpu = None
+        for (layout, head, _, _), measured in zip(variants, times, strict=True):
+            cpu = statistics.median(t[0] for t in measured)
+            wall = statistics.median(t[1] for t in measured)
             base_cpu = base_cpu or cpu
             print(f"| {vocab:,} | {layout} | {head} | {cpu:.2f} | {wall:.2f} | {base_cpu / cpu:.2f}x |")
     return 0
