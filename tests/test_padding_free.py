@@ -90,6 +90,23 @@ def test_no_token_attends_to_another_example(attn):
         assert (a - b).abs().max() > 1e-3
 
 
+@pytest.mark.skipif(not NEW_STACK, reason="transformers 4.45 passes no keyword arguments to attention")
+def test_examples_stay_apart_when_a_forward_drops_the_cu_seqlens():
+    """Should some patched forward (an older kernel library's) not pass cu_seq_lens on, the per-example
+    attention finds the examples where position_ids restart instead of attending across them."""
+    model, collator, _ = padding_free_model("sdpa")
+    model.eval()
+    batch = collator(examples())
+    ids, positions = batch["input_ids"], batch["position_ids"]
+    bounds = {"cu_seq_lens_q": batch["cu_seq_lens_q"], "cu_seq_lens_k": batch["cu_seq_lens_k"]}
+    with torch.no_grad():
+        full = model(input_ids=ids, position_ids=positions, **bounds).logits
+        dropped = model(input_ids=ids, position_ids=positions).logits
+        whole = model(input_ids=ids).logits  # one sequence: plain causal attention
+    assert torch.equal(full, dropped)
+    assert (whole[0, LENGTHS[0] :] - full[0, LENGTHS[0] :]).abs().max() > 1e-3
+
+
 @pytest.mark.skipif(
     not NEW_STACK, reason="transformers 4.45 has no AttentionInterface: the NPU path there is the 4-D mask"
 )

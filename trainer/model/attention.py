@@ -70,7 +70,10 @@ class Batching:
             if self.packing
             else "padding-free: each micro-batch one flattened sequence"
         )
-        return f"{layout}, position_ids restarting per example; attention per example through {self.kernel} ({self.why})"
+        return (
+            f"{layout}, position_ids restarting at every example, attention kept inside each example by "
+            f"{self.kernel} ({self.why})"
+        )
 
 
 def choose_attention(requested: str, backend, precision: str) -> tuple[str, str]:
@@ -133,10 +136,10 @@ def plan_batching(recipe, backend, attn_implementation: str, precision: str) -> 
                 f"the {backend.name.upper()} fused varlen kernel",
             )
         elif attn_implementation == "eager":
-            name, function, why = "eager attention per example", eager_per_example, "exact, as eager as asked"
+            name, function, why = "eager attention run once per example", eager_per_example, "exact"
         else:
-            name, function = "PyTorch SDPA per example", sdpa_per_example
-            why = "exact, and costs what each example costs, where one masked sequence costs its full square"
+            name, function = "PyTorch SDPA run once per example", sdpa_per_example
+            why = "exact; costs the sum of the examples' squared lengths, not the square of their total"
         return Batching(
             True,
             why,
@@ -290,8 +293,8 @@ def _register(name: str, kernel_fn: Callable, base: str) -> None:
         return build_mask(*args, attention_mask=attention_mask, **kwargs)
 
     def attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
-        cu_seqlens = kwargs.get("cu_seq_lens_q")
-        if cu_seqlens is None or attention_mask is not None or query.shape[0] != 1:
+        cu_seqlens = _example_bounds(query, attention_mask, kwargs)
+        if cu_seqlens is None:
             if base == "sdpa":  # no mask means causal to SDPA
                 return sdpa_attention_forward(
                     module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
@@ -307,6 +310,27 @@ def _register(name: str, kernel_fn: Callable, base: str) -> None:
 
     AttentionInterface.register(name, attention)
     AttentionMaskInterface.register(name, mask)
+
+
+def _example_bounds(query, attention_mask, kwargs: dict[str, Any]):
+    """cu_seqlens of a flattened batch: as the collator passed them, or, should a model's forward have
+    dropped them on the way (an older kernel library's patched forward, say), from where the
+    position_ids restart. None for anything that is not one flattened row without a mask."""
+    import torch
+
+    if attention_mask is not None or query.shape[0] != 1:
+        return None
+    cu_seqlens = kwargs.get("cu_seq_lens_q")
+    if cu_seqlens is not None:
+        return cu_seqlens
+    positions = kwargs.get("position_ids")
+    if positions is None or positions.shape[-1] != query.shape[2]:
+        return None
+    starts = (positions.reshape(-1) == 0).nonzero().reshape(-1)
+    if starts.numel() < 2 or int(starts[0]) != 0:  # one sequence, or a cached continuation
+        return None
+    total = torch.tensor([positions.shape[-1]], device=starts.device)
+    return torch.cat([starts, total]).to(torch.int32)
 
 
 def _causal_mask(query, key):
