@@ -14,6 +14,7 @@ measured table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -42,6 +43,47 @@ def _model(vocab: int, attn: str, batching=None):
     return model
 
 
+def sdpa_examples_batched(query, key, value, cu_seqlens, scale: float, dropout: float):
+    """The alternative measured against duotune's per-example SDPA: causal SDPA over the examples stacked
+    as a batch: each example's tokens are scattered into a
+    row of the longest example's length, one SDPA call runs on the rows, the tokens are gathered back.
+
+    Exact for every real token: the rows are padded at the end only, so causal attention never lets a
+    real token see a padding position (padding positions see garbage, and are dropped). The linear
+    layers still see no padding; only attention computes the rows' padding, in a constant handful of
+    operations however many examples there are (on a CPU, many small operations cost more)."""
+    import torch
+    import torch.nn.functional as F
+
+    bounds = [int(b) for b in cu_seqlens.tolist()]
+    lengths = [b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    count, longest = len(lengths), max(lengths)
+    device = query.device
+    example = torch.repeat_interleave(
+        torch.arange(count, device=device), torch.tensor(lengths, device=device)
+    )
+    starts = torch.tensor([0, *lengths[:-1]], device=device).cumsum(0)
+    slot = example * longest + torch.arange(query.shape[2], device=device) - starts[example]
+
+    def stack(tensor):  # (1, heads, tokens, dim) -> (examples, heads, longest, dim)
+        heads, dim = tensor.shape[1], tensor.shape[3]
+        rows = tensor[0].transpose(0, 1).new_zeros(count * longest, heads, dim)
+        rows = rows.index_copy(0, slot, tensor[0].transpose(0, 1))
+        return rows.view(count, longest, heads, dim).transpose(1, 2)
+
+    groups = query.shape[1] // key.shape[1]
+    out = F.scaled_dot_product_attention(
+        stack(query),
+        stack(key).repeat_interleave(groups, dim=1) if groups > 1 else stack(key),
+        stack(value).repeat_interleave(groups, dim=1) if groups > 1 else stack(value),
+        dropout_p=dropout,
+        is_causal=True,
+        scale=scale,
+    )
+    rows = out.transpose(1, 2).reshape(count * longest, out.shape[1], out.shape[3])
+    return rows.index_select(0, slot).unsqueeze(0)
+
+
 def _step(model, batch) -> tuple[float, float]:
     cpu, wall = time.process_time(), time.perf_counter()
     model.zero_grad()
@@ -63,6 +105,7 @@ def main() -> int:
     from duotune.trainer.data.load import row_to_messages
     from duotune.trainer.demo import demo_model_path
     from duotune.trainer.demo.bench_data import synthetic_conversations
+    from duotune.trainer.model import attention
     from duotune.trainer.model.attention import plan_batching
     from duotune.trainer.model.kernels import learned_positions_only
     from transformers import AutoTokenizer
@@ -80,6 +123,12 @@ def main() -> int:
         cutoff_len=1024,
     )
     per_example = plan_batching(recipe, CpuBackend(), "sdpa", "fp32")
+    stacked = dataclasses.replace(
+        per_example, kernel_fn=sdpa_examples_batched, attention_name="bench_examples_stacked"
+    )
+    per_example = dataclasses.replace(
+        per_example, kernel_fn=attention.sdpa_per_example, attention_name="bench_per_example"
+    )
     flat = PaddingFreeCollator(boundaries="cu_seqlens")(features)
     masked = PaddingFreeCollator(boundaries="mask4d")(features)
     print(
@@ -89,13 +138,24 @@ def main() -> int:
     print("| vocabulary | layout | output head | CPU s / step | wall s / step | CPU speed-up |")
     print("| ---: | --- | --- | ---: | ---: | ---: |")
     for vocab in args.vocab:
-        models = {"plain": _model(vocab, "sdpa"), "per example": _model(vocab, "sdpa", per_example)}
+        models = {
+            "plain": _model(vocab, "sdpa"),
+            "per example": _model(vocab, "sdpa", per_example),
+            "stacked": _model(vocab, "sdpa", stacked),
+        }
         variants = [
             ("padded (SDPA, 2-D mask)", "all positions", "plain", padded),
             ("padded (SDPA, 2-D mask)", "learned only", "plain", learned_positions_only(padded)),
             ("flattened, block-diagonal 4-D mask", "all positions", "plain", masked),
             ("flattened, SDPA per example", "all positions", "per example", flat),
             ("flattened, SDPA per example", "learned only", "per example", learned_positions_only(flat)),
+            ("flattened, one SDPA on the examples stacked", "all positions", "stacked", flat),
+            (
+                "flattened, one SDPA on the examples stacked",
+                "learned only",
+                "stacked",
+                learned_positions_only(flat),
+            ),
         ]
         for _, _, which, batch in variants:
             _step(models[which], batch)  # warm-up

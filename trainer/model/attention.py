@@ -227,34 +227,42 @@ def _unsupported(model, batching: Batching, recipe) -> str | None:
 # (1, heads, tokens, head_dim) query/key/value of a flattened micro-batch -> (1, tokens, heads, head_dim)
 
 
-def _segments(cu_seqlens) -> list[tuple[int, int]]:
+def _lengths(cu_seqlens) -> list[int]:
     bounds = [int(b) for b in cu_seqlens.tolist()]
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
+    return [end - start for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-def _repeat_kv(tensor, groups: int):
-    return tensor if groups == 1 else tensor.repeat_interleave(groups, dim=1)
+def _split(tensor, lengths: list[int], groups: int = 1):
+    """The examples of a (1, heads, tokens, head_dim) tensor. torch.split, not slicing: its backward
+    concatenates the examples' gradients once, where each slice's backward would fill and add a
+    full-length gradient (as many times as there are examples, in every layer)."""
+    if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
+        tensor = tensor.repeat_interleave(groups, dim=1)
+    return tensor.split(lengths, dim=2)
+
+
+def _join(outputs):
+    """(1, heads, length, head_dim) per example -> (1, tokens, heads, head_dim), one copy."""
+    import torch
+
+    return torch.cat([o.transpose(1, 2) for o in outputs], dim=1)
 
 
 def sdpa_per_example(query, key, value, cu_seqlens, scale: float, dropout: float):
     """Causal SDPA on each example of the flattened batch separately."""
-    import torch
     import torch.nn.functional as F
 
+    lengths = _lengths(cu_seqlens)
     groups = query.shape[1] // key.shape[1]
-    outputs = []
-    for start, end in _segments(cu_seqlens):
-        outputs.append(
-            F.scaled_dot_product_attention(
-                query[:, :, start:end],
-                _repeat_kv(key[:, :, start:end], groups),
-                _repeat_kv(value[:, :, start:end], groups),
-                dropout_p=dropout,
-                is_causal=True,
-                scale=scale,
-            )
-        )
-    return torch.cat(outputs, dim=2).transpose(1, 2).contiguous()
+    examples = zip(
+        _split(query, lengths), _split(key, lengths, groups), _split(value, lengths, groups), strict=True
+    )
+    return _join(
+        [
+            F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scale)
+            for q, k, v in examples
+        ]
+    )
 
 
 def eager_per_example(query, key, value, cu_seqlens, scale: float, dropout: float):
@@ -262,19 +270,20 @@ def eager_per_example(query, key, value, cu_seqlens, scale: float, dropout: floa
     import torch
     import torch.nn.functional as F
 
+    lengths = _lengths(cu_seqlens)
     groups = query.shape[1] // key.shape[1]
     outputs = []
-    for start, end in _segments(cu_seqlens):
-        q = query[:, :, start:end]
-        k = _repeat_kv(key[:, :, start:end], groups)
-        v = _repeat_kv(value[:, :, start:end], groups)
+    for q, k, v in zip(
+        _split(query, lengths), _split(key, lengths, groups), _split(value, lengths, groups), strict=True
+    ):
+        n = q.shape[2]
         scores = torch.matmul(q, k.transpose(2, 3)) * scale
-        future = torch.ones(end - start, end - start, dtype=torch.bool, device=q.device).triu(1)
+        future = torch.ones(n, n, dtype=torch.bool, device=q.device).triu(1)
         scores = scores.masked_fill(future, torch.finfo(scores.dtype).min)
         weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
         weights = F.dropout(weights, p=dropout, training=dropout > 0)
         outputs.append(torch.matmul(weights, v))
-    return torch.cat(outputs, dim=2).transpose(1, 2).contiguous()
+    return _join(outputs)
 
 
 def _register(name: str, kernel_fn: Callable, base: str) -> None:
