@@ -583,6 +583,10 @@ case("output-train-is-a-file", [*TRAIN[:-1], "output_dir={root}/out"], ["out", "
 case("output-train-under-a-file", [*TRAIN[:-1], "output_dir={root}/f/out"], ["f/out", "file"], _file("f"))
 case("output-train-read-only", [*TRAIN[:-1], "output_dir={root}/ro/out"], ["ro/out", "read-only"],
      lambda ctx: (ctx.root / "ro").mkdir(), inject="readonly:{root}/ro")  # fmt: skip
+case("output-train-nested-new-folders", [*TRAIN[:-1], "output_dir={root}/new/deeper/out", "dataset={root}/nope.jsonl"],
+     ["nope.jsonl"])  # fmt: skip
+case("output-train-nested-new-folders-bad-weights", [*TRAIN[:-1], "output_dir={root}/new/deeper/out", "--model", "{bad}"],
+     ["model.safetensors"], lambda ctx: model_with(ctx, lambda f: truncate(f / "model.safetensors")))  # fmt: skip
 case("output-train-holds-a-run", [*TRAIN[:-1], "output_dir={root}/out", "overwrite_output_dir=false"], ["out", "overwrite_output_dir"],
      _data("out/trainer_log.jsonl", "{}\n"))  # fmt: skip
 case("output-parity-run-under-a-file", ["parity", "run", "--device", "cpu", "--output-dir", "{root}/f/out"],
