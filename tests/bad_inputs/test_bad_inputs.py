@@ -324,3 +324,53 @@ def test_controls_the_undamaged_inputs_are_accepted(good, tmp_path, monkeypatch,
     assert (tmp_path / "enc.jsonl").is_file() and (tmp_path / "eval.json").is_file()
     assert (tmp_path / "merged" / "config.json").is_file()
     assert (tmp_path / "report" / "parity_report.md").is_file()
+
+
+def test_eval_writes_next_to_the_adapter_never_to_the_current_directory(
+    good, tmp_path, monkeypatch, isolated_state
+):
+    adapter = tmp_path / "adapter"
+    shutil.copytree(good["adapter"], adapter)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    args = ["eval", "--device", "cpu", "--dataset", "demo://counselling", "--max-samples", "2"]
+    result = invoke([*args, "--adapter", str(adapter)])
+    assert result.exit_code == 0, result.stderr
+    assert (adapter / "duotune_eval.json").is_file()
+    result = invoke([*args, "--model", str(good["model"])])  # no adapter, no --output: printed only
+    assert result.exit_code == 0, result.stderr
+    assert "printed only" in result.stdout
+    assert list(cwd.iterdir()) == []
+
+
+def test_a_bug_in_duotune_is_not_dressed_up_as_a_user_error(monkeypatch, tmp_path):
+    """Only UserError becomes a one-line exit 2: anything else escapes with its traceback (exit 1)."""
+    import duotune.trainer.commands.preview as preview
+
+    def broken(*a, **kw):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(preview, "run_preview", broken)
+    monkeypatch.chdir(tmp_path)
+    from duotune.trainer.commands.cli import duotune
+
+    result = CliRunner().invoke(duotune, ["preview"])
+    assert isinstance(result.exception, KeyError) and result.exit_code == 1
+
+
+def test_dtype_auto_reads_the_dtype_transformers_5_writes(tmp_path, isolated_state):
+    """`--dtype auto` on CPU keeps the model's own dtype, whichever key its config.json uses."""
+    import json
+
+    import torch
+    from duotune.trainer.model.inference import pick_device, resolve_dtype
+
+    backend = pick_device("cpu")
+    for config, want in (({"dtype": "bfloat16"}, "bf16"), ({"torch_dtype": "float16"}, "fp16"), ({}, "fp32")):
+        (tmp_path / "config.json").write_text(json.dumps(config))
+        name, dtype = resolve_dtype("auto", backend, str(tmp_path))
+        assert (
+            name == want
+            and dtype == {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[want]
+        )
