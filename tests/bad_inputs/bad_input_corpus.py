@@ -69,6 +69,7 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     inject: str | None = None  # "readonly:<placeholder path>" or "diskfull:<placeholder path>"
     usage: bool = False  # a click usage error (Usage: / Try / Error: lines) rather than ours
+    unavailable: str | None = None  # a device the case needs to be absent from this machine
 
 
 CASES: list[Case] = []
@@ -454,6 +455,24 @@ MODEL_CASES = [
     ("chat-template-syntax-error",
      lambda f: edit_json(f / "tokenizer_config.json", lambda c: {**c, "chat_template": "{% for m in messages %}"}),
      ["chat template"]),
+    ("config-not-a-causal-lm", lambda f: edit_json(f / "config.json", lambda c: {**c, "model_type": "bert"}),
+     ["config.json", "missing"]),  # a BERT config over Llama weights: no BERT weight is there
+    ("config-hidden-size-word", lambda f: edit_json(f / "config.json", lambda c: {**c, "hidden_size": "wide"}),
+     ["config.json", "hidden_size"]),
+    ("config-vocab-size-negative", lambda f: edit_json(f / "config.json", lambda c: {**c, "vocab_size": -5}),
+     ["config.json", "vocab_size"]),
+    ("config-no-model-type", lambda f: edit_json(f / "config.json",
+     lambda c: {k: v for k, v in c.items() if k != "model_type"}), ["config.json", "model_type"]),
+    ("weights-offsets-wrong", lambda f: (f / "model.safetensors").write_bytes(
+     safetensors_bytes({"lm_head.weight": ("F32", [4, 4])})[:-16] + b"\0" * 8), ["model.safetensors"]),
+    ("weights-header-bad-entry", lambda f: (f / "model.safetensors").write_bytes(
+     struct.pack("<Q", 16) + b'{"a": {"x": 1}} '), ["model.safetensors", "'a'"]),
+    ("special-tokens-map-corrupt", lambda f: (f / "special_tokens_map.json").write_text("{bos"),
+     ["special_tokens_map.json"]),
+    ("chat-template-not-text",
+     lambda f: edit_json(f / "tokenizer_config.json", lambda c: {**c, "chat_template": 42}), ["chat_template"]),
+    ("generation-config-corrupt", lambda f: (f / "generation_config.json").write_text("{"),
+     ["generation_config.json"]),
     ("chat-template-missing",
      lambda f: edit_json(f / "tokenizer_config.json", lambda c: {k: v for k, v in c.items() if k != "chat_template"}),
      ["chat_template", "template"]),
@@ -483,7 +502,8 @@ for cid in ("weights-truncated", "weights-of-another-model", "tokenizer-json-cor
     fn, culprit = next((m[1], m[2]) for m in MODEL_CASES if m[0] == cid)
     case(f"model-eval-{cid}", ["eval", "--device", "cpu", "--model", "{bad}", "--dataset", "demo://counselling",
          "--output", "{root}/eval.json"], culprit, lambda ctx, fn=fn: model_with(ctx, fn))  # fmt: skip
-for cid in ("weights-garbage", "weights-wrong-shape", "chat-template-syntax-error", "chat-template-missing"):
+for cid in ("weights-garbage", "weights-wrong-shape", "chat-template-syntax-error", "chat-template-missing",
+            "generation-config-corrupt", "chat-template-not-text"):  # fmt: skip
     fn, culprit = next((m[1], m[2]) for m in MODEL_CASES if m[0] == cid)
     case(f"model-chat-{cid}", ["chat", "--device", "cpu", "--model", "{bad}", "--prompt", "hi"], culprit,
          lambda ctx, fn=fn: model_with(ctx, fn))  # fmt: skip
@@ -564,6 +584,9 @@ for cid in (
 case("adapter-eval-run-config-cutoff-word", EVAL("{bad}"), ["run_config.yaml", "cutoff_len"],
      lambda ctx: adapter_with(ctx, lambda f: (f / "run_config.yaml").open("a").write("cutoff_len: long\n")))  # fmt: skip
 case("adapter-merge-missing-folder", MERGE("{root}/nope"), ["nope"])
+case("adapter-merge-base-not-cached", MERGE("{adapter}", "{root}/merged", "--base", "hf://nobody/nothing-7b"),
+     ["nobody/nothing-7b", "HF_HUB_OFFLINE"])  # fmt: skip
+case("adapter-eval-cutoff-drops-everything", [*EVAL(), "--cutoff-len", "1"], ["cutoff"])
 case("adapter-merge-is-a-file", MERGE("{root}/adapter.bin"), ["adapter.bin"], _data("adapter.bin", b"x"))
 case("adapter-merge-not-an-adapter", MERGE("{root}"), ["adapter_config.json"])
 case("adapter-chat-compare-without-adapter", ["chat", "--device", "cpu", "--model", "{model}", "--compare",
@@ -648,8 +671,11 @@ for cid in ("relative-path", "three-parts", "bad-characters"):
 
 case("env-unknown-device", ["env", "--device", "tpu"], ["--device"], usage=True)
 case("env-unknown-option", ["env", "--verbose"], ["--verbose"], usage=True)
-case("env-npu-not-available", ["env", "--device", "npu"], ["npu"])
-case("env-cuda-not-available-json", ["env", "--device", "cuda", "--json"], ["cuda"])
+case("env-npu-not-available", ["env", "--device", "npu"], ["npu"], unavailable="npu")
+case("env-cuda-not-available-json", ["env", "--device", "cuda", "--json"], ["cuda"], unavailable="cuda")
+case("env-mps-not-available", ["env", "--device", "mps"], ["mps"], unavailable="mps")
+case("train-cuda-not-available", [*TRAIN[:1], "--device", "cuda", "report_to=none", "output_dir={root}/out"],
+     ["cuda"], unavailable="cuda")  # fmt: skip
 
 # =========================================================================== parity compare
 

@@ -31,6 +31,16 @@ _ITEMSIZE = {
     "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
 }  # fmt: skip
 _MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
+SIZE_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "max_position_embeddings",
+)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 
 
@@ -94,6 +104,15 @@ def check_model_config(folder: Path, *, trust_remote_code: bool = False) -> dict
     model_type = config.get("model_type")
     if not isinstance(model_type, str) or not model_type:
         raise UserError(f"model config {path} names no model_type; {REDOWNLOAD}")
+    for key in SIZE_KEYS:  # what every decoder builds its layers from: whole numbers, at least 1
+        value = config.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise UserError(
+                f"model config {path}: {key} must be a positive integer, got {value!r}; {REDOWNLOAD}"
+            )
+    generation = folder / "generation_config.json"
+    if generation.exists():  # chat and eval stop on its eos_token_id; merge copies it
+        read_json(generation, "generation config", hint=f"fix it or {REDOWNLOAD}")
     if config.get("auto_map") and trust_remote_code:
         return config  # the model's own code defines the architecture
     from transformers import __version__ as version
