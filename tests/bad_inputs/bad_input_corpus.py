@@ -221,6 +221,31 @@ NUMBERS = [
 for key, value in NUMBERS:
     case(f"number-{key}={value}", [*TRAIN, f"{key}={value}"], [f"'{key}'"])
 case("number-eval_steps-0", [*TRAIN, "eval_steps=0", "val_size=0.1"], ["'eval_steps'"])
+case("number-skip_nonfinite_steps-negative", [*TRAIN, "skip_nonfinite_steps=-1"], ["'skip_nonfinite_steps'"])
+
+
+def _numeric_keys() -> dict[str, type]:
+    """Every int or float recipe key (None allowed or not), read from the Recipe dataclass, so a key added
+    later is in the corpus at once."""
+    import typing
+
+    from duotune.trainer.recipe import Recipe
+
+    found = {}
+    for name, tp in typing.get_type_hints(Recipe).items():
+        args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+        if len(args) == 1 and args[0] in (int, float):
+            found[name] = args[0]
+    return found
+
+
+# every numeric key refuses a value that is not a finite number of its kind
+for key, kind in _numeric_keys().items():
+    case(f"number-every-key-{key}=.nan", [*TRAIN, f"{key}=.nan"], [f"'{key}'", "nan"])
+    if kind is int:
+        case(f"number-every-key-{key}=2.5", [*TRAIN, f"{key}=2.5"], [f"'{key}'", "integer"])
+    else:
+        case(f"number-every-key-{key}=-.inf", [*TRAIN, f"{key}=-.inf"], [f"'{key}'", "finite"])
 case("number-preview-seed", [*PREVIEW, "seed=-1"], ["'seed'"])
 case("number-parity-run-lr-inf", [*PARITY_RUN, "learning_rate=.inf"], ["'learning_rate'"])
 
