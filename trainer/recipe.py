@@ -527,32 +527,12 @@ def parse_overrides(pairs: typing.Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def yaml_problem(e: Exception) -> str:
-    """' line N: what' for a YAML error, N being where the broken construct starts (an unclosed
-    bracket is reported by PyYAML at the end of the file)."""
-    context, problem = getattr(e, "context_mark", None), getattr(e, "problem_mark", None)
-    what = getattr(e, "problem", None) or "invalid YAML"
-    if context is not None and problem is not None and context.line != problem.line:
-        return f" line {context.line + 1}: {getattr(e, 'context', '')}, {what} (line {problem.line + 1})"
-    return (f" line {problem.line + 1}" if problem is not None else "") + f": {what}"
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-    from duotune.trainer.common.files import read_text
+    from duotune.trainer.common.files import read_yaml_mapping
 
     if not path.exists():
         raise UserError(f"recipe {path} does not exist; pass --config with the path of a YAML recipe")
-    text = read_text(path, "recipe")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise UserError(f"recipe {path}{yaml_problem(e)}; fix the YAML syntax") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"recipe {path}: must be a mapping of key: value pairs, got {type(data).__name__}")
-    return data
+    return read_yaml_mapping(path, "recipe")
 
 
 def load_recipe(

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from duotune.trainer.common.errors import UserError
-from duotune.trainer.common.files import read_json, read_text
+from duotune.trainer.common.files import read_json, read_text, read_yaml_mapping
 
 __all__ = [
     "PARITY_OVERRIDES",
@@ -123,22 +123,9 @@ def load_run(spec: str) -> Run:
 
 def _read_config(path: Path) -> dict:
     """The run's run_config.yaml (its resolved recipe), or {} when the folder has none."""
-    import yaml
-    from duotune.trainer.recipe import yaml_problem
-
     if not path.exists():
         return {}
-    hint = "restore it or run `duotune parity run` again"
-    text = read_text(path, "run config", hint)
-    try:
-        config = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise UserError(f"run config {path}{yaml_problem(e)}; {hint}") from None
-    if config is None:
-        return {}
-    if not isinstance(config, dict):
-        raise UserError(f"run config {path}: not a mapping of recipe keys; {hint}")
-    return config
+    return read_yaml_mapping(path, "run config", "restore it or run `duotune parity run` again")
 
 
 # Recipe keys that change what is trained. Two runs that differ in one of them are different experiments,

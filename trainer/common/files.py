@@ -29,7 +29,9 @@ __all__ = [
     "package_versions",
     "read_json",
     "read_text",
+    "read_yaml_mapping",
     "write_error",
+    "yaml_problem",
 ]
 
 _BOMS = (
@@ -95,6 +97,36 @@ def read_json(
         kind = {dict: "an object", list: "a list"}.get(expect, expect.__name__)
         raise UserError(f"{where}: the top level must be {kind} in JSON, got {type(value).__name__}; {hint}")
     return value
+
+
+def yaml_problem(e: Exception) -> str:
+    """' line N: what' for a YAML error, N being where the broken construct starts (an unclosed
+    bracket is reported by PyYAML at the end of the file)."""
+    context, problem = getattr(e, "context_mark", None), getattr(e, "problem_mark", None)
+    what = getattr(e, "problem", None) or "invalid YAML"
+    if context is not None and problem is not None and context.line != problem.line:
+        return f" line {context.line + 1}: {getattr(e, 'context', '')}, {what} (line {problem.line + 1})"
+    return (f" line {problem.line + 1}" if problem is not None else "") + f": {what}"
+
+
+def read_yaml_mapping(path: str | Path, what: str, hint: str | None = None) -> dict[str, Any]:
+    """A YAML file of key: value pairs the user gave us (a recipe, a run's run_config.yaml); {} if empty."""
+    import yaml
+
+    path = Path(path)
+    text = read_text(path, what, hint or "save it as UTF-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise UserError(f"{what} {path}{yaml_problem(e)}; {hint or 'fix the YAML syntax'}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{what} {path}: must be a mapping of key: value pairs, got {type(data).__name__}; "
+            f"{hint or 'fix the YAML'}"
+        )
+    return data
 
 
 def check_writable(target: str | Path, what: str, *, folder: bool) -> None:

@@ -35,24 +35,12 @@ class BaseSpec:
 def read_run_config(adapter: Path) -> tuple[dict[str, Any], Path | None]:
     """The run_config.yaml of the run that trained an adapter (next to it, or one folder up for a
     checkpoint-N), as a mapping, and its path; ({}, None) when there is none."""
-    import yaml
-    from duotune.trainer.common.files import read_text
+    from duotune.trainer.common.files import read_yaml_mapping
 
     for run_config in (adapter / "run_config.yaml", adapter.parent / "run_config.yaml"):
         if run_config.is_file():
             hint = "restore it, or pass --base (and --cutoff-len for eval)"
-            text = read_text(run_config, "run config", hint)
-            try:
-                cfg = yaml.safe_load(text)
-            except yaml.YAMLError as e:
-                from duotune.trainer.recipe import yaml_problem
-
-                raise UserError(f"run config {run_config}{yaml_problem(e)}; {hint}") from None
-            if cfg is None:
-                return {}, run_config
-            if not isinstance(cfg, dict):
-                raise UserError(f"run config {run_config}: not a mapping of recipe keys; {hint}")
-            return cfg, run_config
+            return read_yaml_mapping(run_config, "run config", hint), run_config
     return {}, None
 
 
