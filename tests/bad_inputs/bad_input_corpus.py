@@ -653,6 +653,10 @@ case("output-eval-is-a-folder", EVAL(output="{root}/results"), ["results", "fold
 case("output-eval-under-a-file", EVAL(output="{root}/f/eval.json"), ["f/eval.json", "file"], _file("f"))
 case("output-eval-read-only", EVAL(output="{root}/ro/eval.json"), ["ro/eval.json", "read-only"],
      lambda ctx: (ctx.root / "ro").mkdir(), inject="readonly:{root}/ro")  # fmt: skip
+case("output-eval-default-read-only", EVAL("{bad}", output="{bad}/x")[:-2], ["duotune_eval.json", "--output"],
+     lambda ctx: adapter_with(ctx, lambda f: None), inject="readonly:{root}/adapter")  # fmt: skip
+case("output-parity-default-report-read-only", ["parity", "compare", "{bad}", "golden:demo"], ["{bad}", "--report"],
+     lambda ctx: run_with(ctx, lambda f: None), inject="readonly:{root}/run")  # fmt: skip
 case("output-eval-disk-full", EVAL(output="{root}/eval.json"), ["eval.json", "no space left"],
      inject="diskfull:{root}")  # fmt: skip
 case("output-preview-jsonl-is-a-folder", [*PREVIEW, "--jsonl", "{root}/enc"], ["--jsonl"],

@@ -248,7 +248,13 @@ def parity_compare_cmd(run_a, run_b, report_dir):
 
     a, b = load_run(run_a), load_run(run_b)
     target = Path(report_dir) if report_dir else (a.folder if not run_a.startswith("golden:") else b.folder)
-    check_writable(target, "--report" if report_dir else "report folder", folder=True)
+    if report_dir:
+        check_writable(target, "--report", folder=True)
+    else:
+        try:
+            check_writable(target, "the report folder", folder=True)
+        except UserError as e:
+            raise UserError(f"{e}; give --report DIR to write the report elsewhere") from None
     result = compare_runs(a, b)
     for difference in result["recipe_differences"]:
         click.echo(f"[duotune] recipe differs: {difference}")
@@ -558,10 +564,14 @@ def eval_cmd(
     from duotune.trainer.common.files import check_writable
     from duotune.trainer.model.inference import load_model_and_tokenizer
 
-    if output is None and adapter:
-        output = str(Path(adapter) / EVAL_RESULTS)
     if output is not None:
         check_writable(output, "--output", folder=False)
+    elif adapter:
+        output = str(Path(adapter) / EVAL_RESULTS)
+        try:
+            check_writable(output, "the results file", folder=False)
+        except UserError as e:
+            raise UserError(f"{e}; give --output FILE to write the results elsewhere") from None
     if cutoff_len is None:
         cutoff_len = _adapter_cutoff(adapter) or 2048
     lm = load_model_and_tokenizer(model, adapter, device=device, dtype=dtype)
