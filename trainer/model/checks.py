@@ -227,8 +227,11 @@ def check_tokenizer_files(folder: Path, *, trust_remote_code: bool = False) -> N
             "files into it"
         )
     name = config.get("tokenizer_class")
-    if isinstance(name, str) and not remote:
-        from transformers import __version__ as version
+    from transformers import __version__ as version
+
+    # transformers >= 5 loads tokenizer.json whatever class the config names; 4.x needs the class
+    falls_back = tokenizer_json.exists() and int(version.split(".")[0]) >= 5
+    if isinstance(name, str) and not remote and not falls_back:
         from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
 
         if (
