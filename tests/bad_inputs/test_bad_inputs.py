@@ -270,6 +270,7 @@ SUBPROCESS_CASES = [
     ("train", "recipe-latin1"),
     ("train", "conflict-device-flag-vs-override"),
     ("train", "model-train-weights-of-another-model"),
+    ("train", "model-train-weights-wrong-shape"),
     ("duotune", "data-preview-json-top-level-object"),
     ("duotune", "output-merge-is-a-file"),
     ("duotune", "adapter-chat-config-not-json"),

@@ -161,6 +161,29 @@ def check_weights(folder: Path) -> None:
     weight_files(folder)
 
 
+def shape_mismatches(
+    folder: Path, *, trust_remote_code: bool = False
+) -> list[tuple[str, list[int], list[int]]]:
+    """(tensor, shape in the checkpoint, shape config.json makes) for every tensor whose shapes differ,
+    from the safetensors headers and an empty (meta-device) model built from config.json."""
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    rng = torch.random.get_rng_state()  # building the model must not move the seeded generator
+    try:
+        with init_empty_weights():
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    finally:
+        torch.random.set_rng_state(rng)
+    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+    found: dict[str, list[int]] = {}
+    for path in sorted(set(weight_files(folder).values())):
+        found.update(safetensors_shapes(path))
+    return [(k, found[k], expected[k]) for k in sorted(found) if k in expected and found[k] != expected[k]]
+
+
 def loading_problems(info: dict[str, Any], folder: Path) -> str | None:
     """What transformers' loading info says is wrong, naming keys and the files that hold them, or None.
 

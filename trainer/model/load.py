@@ -100,16 +100,23 @@ def _quiet_transformers():
 def load_causal_lm(path: str, name: str, **kwargs):
     """AutoModelForCausalLM.from_pretrained, refusing weights that do not fit the config (missing,
     unexpected or other-shaped tensors) instead of initialising those layers at random."""
-    from duotune.trainer.model.checks import loading_problems
+    from duotune.trainer.model.checks import loading_problems, shape_mismatches
     from transformers import AutoModelForCausalLM
 
     with _quiet_transformers():
         try:
-            model, info = AutoModelForCausalLM.from_pretrained(
-                path, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
-            )
+            # not ignore_mismatched_sizes: on transformers 4.45 it initialises every weight first (slow on
+            # 7B, and it draws from the random generator, so the LoRA init that follows would change)
+            model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kwargs)
         except (OSError, ValueError) as e:
             raise UserError(f"cannot load the model {name}: {first_line(e)}") from None
+        except RuntimeError:  # both stacks raise this for tensors of another shape: find them, or re-raise
+            mismatched = shape_mismatches(
+                Path(path), trust_remote_code=kwargs.get("trust_remote_code", False)
+            )
+            if not mismatched:
+                raise
+            info = {"mismatched_keys": mismatched}
     problem = loading_problems(info, Path(path))
     if problem:
         raise UserError(problem)
