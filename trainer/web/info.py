@@ -124,7 +124,7 @@ def device_info(device: str, lang: str = "en") -> tuple[str, int, str | None]:
     info = _env(device or "auto")
     rows = []
     for b in info["backends"]:
-        mark = "✅" if b["available"] else "⛔"
+        mark = "✓" if b["available"] else "✗"
         count = f" × {b['device_count']}" if b.get("device_count", 0) > 1 else ""
         rows.append(f"- {mark} **{b['name']}**{count}: {b['reason']}")
     plan = info["plan"]

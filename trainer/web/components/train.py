@@ -166,23 +166,31 @@ def check_paths(recipe) -> list[str]:
 def prepare_run(config: str | None, nproc: str | None, form: dict[str, Any], *, for_start: bool):
     """Form -> (args after `train`, command line, YAML, recipe) or raise _Invalid(errors, lines)."""
     values, errors = recipe_from_form(form)
-    if errors:
-        lines = [f"'{k}': {v}" for k, v in errors.items()]
-        raise _Invalid(errors, lines)
     base, _ = file_values(config or default_recipe_path())
-    overrides = overrides_for(base, values)
+    # a value that does not fit its key goes on the command line as typed, so the CLI's own parser
+    # says what is wrong with it, in its own words
+    typed = {k: f"{k}={'' if form[k] is None else form[k]}" for k in errors}
+    overrides = [o for k in recipe_fields() for o in _override_of(k, base, values, typed)]
     args = train_args(config, overrides, nproc)
     cmd = command_line(args)
     try:
         recipe = validate_command(config, overrides)
     except UserError as e:
-        raise _Invalid(problems_by_key(e.problems), e.problems, cmd) from None
+        raise _Invalid({**errors, **problems_by_key(e.problems)}, e.problems, cmd) from None
+    if errors:  # the form refused what the CLI accepts: never start on a value the form did not read
+        raise _Invalid(errors, [f"'{k}': {v}" for k, v in errors.items()], cmd)
     if for_start:
         problems = check_paths(recipe)
         if problems:
             keyed = {k: line for line in problems if (k := _key_of(line))}
             raise _Invalid(keyed, problems, cmd)
     return args, cmd, recipe.to_yaml(), recipe
+
+
+def _override_of(key: str, base: dict, values: dict, typed: dict) -> list[str]:
+    if key in typed:
+        return [typed[key]]
+    return overrides_for({key: base.get(key)}, {key: values[key]}) if key in values else []
 
 
 class _Invalid(Exception):
@@ -363,8 +371,8 @@ def build_train_tab(manager: Manager, lang_box, lang: str = "en") -> dict[str, A
             )  # fmt: skip
             c["recipe_yaml"] = manager.add(
                 "recipe_yaml",
-                gr.Code("", language="yaml", label=ui_text("recipe_yaml", lang), elem_id="recipe_yaml",
-                        interactive=False, max_lines=24),
+                gr.Textbox("", label=ui_text("recipe_yaml", lang), elem_id="recipe_yaml", interactive=False,
+                           lines=12, max_lines=30, buttons=["copy"], elem_classes=["dt-log"]),
             )  # fmt: skip
         c["recipe_acc"] = recipe_acc
         c.update(build_progress(manager, lang))
