@@ -13,11 +13,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -129,7 +127,7 @@ def _open(browser, url):
     page.set_default_timeout(30_000)
     page.goto(url, wait_until="domcontentloaded")
     page.wait_for_selector("#learning_rate input")
-    page.wait_for_function("() => document.querySelector('#device_info')?.innerText.includes('cpu')")
+    _wait(page, "() => document.querySelector('#device_info')?.innerText.includes('cpu')")
     return page
 
 
@@ -150,6 +148,27 @@ def _open_accordion(page, elem_id: str) -> None:
         page.locator(f"#{elem_id} > button.label-wrap").click()
 
 
+def _wait(page, js: str, timeout: float = 30_000) -> None:
+    """page.wait_for_function, and on a timeout what the page showed (errors, notices, the command)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(js, timeout=timeout)
+    except PlaywrightTimeout:
+        seen = {
+            sel: page.evaluate(f"() => document.querySelector({sel!r})?.innerText ?? null")
+            for sel in (
+                "#form_error",
+                "#run_notice",
+                "#command_preview",
+                "#recipe_status",
+                "#progress",
+                "#chat_status",
+            )
+        }
+        pytest.fail(f"timed out waiting for {js}; the page showed {seen}")
+
+
 def _progress(page) -> dict:
     return page.eval_on_selector("#progress .dt-progress", "e => ({...e.dataset})")
 
@@ -162,7 +181,32 @@ def _wait_status(page, status: str, timeout: float = 240) -> dict:
         if seen.get("status") == status:
             return seen
         time.sleep(0.5)
-    pytest.fail(f"run never reached {status!r}; last progress {seen}; log:\n{page.locator('#run_log textarea').input_value()}")
+    pytest.fail(
+        f"run never reached {status!r}; last progress {seen}; log:\n{page.locator('#run_log textarea').input_value()}"
+    )
+
+
+LOSS_COLOR = (0x4F, 0x46, 0xE5)  # the loss curve's colour (components/progress.py)
+LR_COLOR = (0x10, 0xB9, 0x81)  # the learning-rate curve's
+
+
+def _wait_drawn(page, selector: str, rgb: tuple[int, int, int], timeout: float = 30) -> None:
+    """Wait until the plot shows a curve: enough pixels of the curve's colour (gridlines, axes and
+    labels are grey, so an empty plot has none)."""
+    from io import BytesIO
+
+    import numpy as np
+    from PIL import Image
+
+    deadline = time.time() + timeout
+    count = 0
+    while time.time() < deadline:
+        img = np.asarray(Image.open(BytesIO(page.locator(selector).screenshot())).convert("RGB"), dtype=int)
+        count = int((np.abs(img - np.array(rgb)).max(axis=-1) <= 12).sum())
+        if count > 150:
+            return
+        time.sleep(1)
+    pytest.fail(f"{selector} shows no curve ({count} pixels of {rgb})")
 
 
 def _screenshot(page, name: str, tmp: Path, *must_show: str) -> Path:
@@ -204,17 +248,17 @@ def test_train_watch_abort_resume_and_chat_in_a_real_browser(server, browser, tm
 
     # language first, as in LlamaBoard: every label and help line follows
     _choose(page, "lang", "中文")
-    page.wait_for_function("() => document.querySelector('#learning_rate')?.innerText.includes('学习率')")
+    _wait(page, "() => document.querySelector('#learning_rate')?.innerText.includes('学习率')")
     assert "峰值学习率" in page.locator("#learning_rate").inner_text()
     assert page.locator("#start_btn").inner_text().strip() == "开始"
     _screenshot(page, "web-zh", tmp_path, "#lang", "#model_name_or_path", "#start_btn")
     _choose(page, "lang", "English")
-    page.wait_for_function("() => document.querySelector('#start_btn')?.innerText.trim() === 'Start'")
+    _wait(page, "() => document.querySelector('#start_btn')?.innerText.trim() === 'Start'")
 
     # the demo recipe
     _choose(page, "recipe_path", _demo_path())
     page.locator("#recipe_load").click()
-    page.wait_for_function("() => document.querySelector('#recipe_status')?.innerText.startsWith('Loaded')")
+    _wait(page, "() => document.querySelector('#recipe_status')?.innerText.startsWith('Loaded')")
     assert page.locator("#model_name_or_path input").input_value() == "demo://tiny-llama"
     assert page.locator("#cutoff_len input").input_value() == "512"
 
@@ -223,8 +267,11 @@ def test_train_watch_abort_resume_and_chat_in_a_real_browser(server, browser, tm
     _fill(page, "learning_rate", "fast")
     page.locator("#start_btn").click()
     page.wait_for_selector("#form_error", state="visible")
-    assert "'learning_rate' (command line): expected a number, got 'fast'" in page.locator("#form_error").inner_text()
-    page.wait_for_function("() => document.querySelector('#learning_rate')?.classList.contains('dt-invalid')")
+    assert (
+        "'learning_rate' (command line): expected a number, got 'fast'"
+        in page.locator("#form_error").inner_text()
+    )
+    _wait(page, "() => document.querySelector('#learning_rate')?.classList.contains('dt-invalid')")
     assert "expected a number, got 'fast'" in page.locator("#learning_rate").inner_text()
     time.sleep(1.5)
     assert not (root / "saves" / "run-a").exists()
@@ -238,7 +285,7 @@ def test_train_watch_abort_resume_and_chat_in_a_real_browser(server, browser, tm
     _fill(page, "report_to", "none")
     page.locator("#data_preview_btn").click()
     page.wait_for_selector("#data_preview", state="visible", timeout=120_000)
-    page.wait_for_function("() => document.querySelector('#data_stats')?.innerText.includes('learned')")
+    _wait(page, "() => document.querySelector('#data_stats')?.innerText.includes('learned')")
     assert "conversation (detected)" in page.locator("#data_info").inner_text()
     assert "96 rows read" in page.locator("#data_info").inner_text()
     learned = page.locator("#data_preview .token.highlighted")  # the learned tokens
@@ -250,16 +297,17 @@ def test_train_watch_abort_resume_and_chat_in_a_real_browser(server, browser, tm
     # the command the UI runs, and its YAML, before starting
     page.locator("#command_show").click()
     expected = "train output_dir=saves/run-a max_steps=4 save_steps=2 report_to=none"
-    page.wait_for_function(f"() => document.querySelector('#command_preview')?.innerText.includes({expected!r})")
+    _wait(page, f"() => document.querySelector('#command_preview')?.innerText.includes({expected!r})")
     _open_accordion(page, "secrets_acc")
     _fill(page, "hf_token", SECRET)
     page.locator("#start_btn").click()
-    page.wait_for_function(f"() => document.querySelector('#run_notice')?.innerText.includes({expected!r})")
+    _wait(page, f"() => document.querySelector('#run_notice')?.innerText.includes({expected!r})")
     done = _wait_status(page, "completed")
     assert (done["step"], done["total"], done["percent"]) == ("4", "4", "100.0")
     assert page.locator("#progress .dt-label").inner_text().startswith("step 4 / 4 · 100%")
-    page.wait_for_function("() => document.querySelectorAll('#loss_plot canvas, #loss_plot svg path').length > 0")
-    page.wait_for_function("() => (document.querySelector('#run_log textarea')?.value || '').includes('done:')")
+    _wait_drawn(page, "#loss_plot", LOSS_COLOR)
+    _wait_drawn(page, "#lr_plot", LR_COLOR)
+    _wait(page, "() => (document.querySelector('#run_log textarea')?.value || '').includes('done:')")
     run_a = root / "saves" / "run-a"
     # what ran is what the CLI would run: the command line, and the recipe it resolved to
     console = (run_a / "console.log").read_text()
@@ -267,7 +315,12 @@ def test_train_watch_abort_resume_and_chat_in_a_real_browser(server, browser, tm
     yaml_shown = page.locator("#recipe_yaml textarea").input_value()
     assert "max_steps: 4" in yaml_shown
     assert yaml_shown.strip() == (run_a / "run_config.yaml").read_text(encoding="utf-8").strip()
-    assert [r["current_steps"] for r in read_jsonl(run_a / "trainer_log.jsonl") if "loss" in r] == [1, 2, 3, 4]
+    assert [r["current_steps"] for r in read_jsonl(run_a / "trainer_log.jsonl") if "loss" in r] == [
+        1,
+        2,
+        3,
+        4,
+    ]
     _screenshot(page, "web-train", tmp_path, "#progress", "#loss_plot", "#lr_plot", "#run_log")
 
     # a second run: started, the page closed and opened again (it re-attaches), aborted, resumed
@@ -275,7 +328,7 @@ def test_train_watch_abort_resume_and_chat_in_a_real_browser(server, browser, tm
     _fill(page, "max_steps", "12")
     _fill(page, "save_steps", "100")
     page.locator("#start_btn").click()
-    page.wait_for_function("() => document.querySelector('#run_notice')?.innerText.includes('saves/run-b')")
+    _wait(page, "() => document.querySelector('#run_notice')?.innerText.includes('saves/run-b')")
     run_b = root / "saves" / "run-b"
     pid = _train_pid(root, "saves/run-b")
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -288,32 +341,38 @@ def test_train_watch_abort_resume_and_chat_in_a_real_browser(server, browser, tm
         time.sleep(0.3)
     assert _progress(page)["status"] == "running"
     page.locator("#abort_btn").click()
-    page.wait_for_function("() => document.querySelector('#run_notice')?.innerText.includes('SIGTERM sent')")
+    _wait(page, "() => document.querySelector('#run_notice')?.innerText.includes('SIGTERM sent')")
     stopped = _wait_status(page, "interrupted", timeout=120)
     step = int(stopped["step"])
     assert 1 <= step < 12
     checkpoint = f"saves/run-b/checkpoint-{step}"
     assert (run_b / f"checkpoint-{step}" / ".duotune-complete").is_file()
-    page.wait_for_function(
-        f"() => document.querySelector('#resume_from_checkpoint')?.innerHTML.length > 0"
-    )
+    _wait(page, "() => document.querySelector('#resume_from_checkpoint')?.innerHTML.length > 0")
     _choose_when_offered(page, "resume_from_checkpoint", checkpoint)
     page.locator("#start_btn").click()
-    page.wait_for_function(
-        f"() => document.querySelector('#run_notice')?.innerText.includes('resume_from_checkpoint={checkpoint}')"
+    _wait(
+        page,
+        f"() => document.querySelector('#run_notice')?.innerText.includes('resume_from_checkpoint={checkpoint}')",
     )
     resumed = _wait_status(page, "completed")
     assert (resumed["step"], resumed["total"]) == ("12", "12")
     steps = [r["current_steps"] for r in read_jsonl(run_b / "trainer_log.jsonl") if "loss" in r]
     assert steps == list(range(1, 13))  # the resumed run continued where the first one stopped
-    assert f"resuming from" in (run_b / "console.log").read_text() or checkpoint in (run_b / "console.log").read_text()
+    starts = [
+        line for line in (run_b / "console.log").read_text().splitlines() if line.startswith("[duotune web] ")
+    ]
+    assert len(starts) == 2 and starts[1].endswith(
+        f"$ train output_dir=saves/run-b max_steps=12 save_steps=100 resume_from_checkpoint={checkpoint} report_to=none"
+    )
 
     # chat with the adapter, side by side with the base model
     page.locator("button[role=tab]:has-text('Chat')").click()
     page.wait_for_selector("#chat_adapter input", state="visible")
     _fill(page, "chat_adapter", "saves/run-a")
     page.locator("#chat_load").click()
-    page.wait_for_function("() => document.querySelector('#chat_status')?.innerText.startsWith('Loaded')", timeout=120_000)
+    _wait(
+        page, "() => document.querySelector('#chat_status')?.innerText.startsWith('Loaded')", timeout=120_000
+    )
     page.locator("#chat_mode label:has-text('Side by side')").click()
     page.wait_for_selector("#chat_base", state="visible")
     _open_accordion(page, "gen_acc")
@@ -321,7 +380,8 @@ def test_train_watch_abort_resume_and_chat_in_a_real_browser(server, browser, tm
     page.locator("#chat_input textarea").fill("I can't sleep at night.")
     page.locator("#chat_send").click()
     for side in ("#chat_base", "#chat_tuned"):
-        page.wait_for_function(
+        _wait(
+            page,
             f"() => [...document.querySelectorAll('{side} .message')].filter(m => m.innerText.trim()).length >= 2",
             timeout=120_000,
         )
@@ -350,7 +410,11 @@ def _train_pid(root: Path, output_dir: str) -> int:
                 cmdline = (proc_dir / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"train" in cmdline and f"output_dir={output_dir}".encode() in cmdline and _cwd(proc_dir) == str(root).encode():
+            if (
+                b"train" in cmdline
+                and f"output_dir={output_dir}".encode() in cmdline
+                and _cwd(proc_dir) == str(root).encode()
+            ):
                 return int(proc_dir.name)
         time.sleep(0.2)
     raise AssertionError(f"no train process for {output_dir}")

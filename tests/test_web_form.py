@@ -39,7 +39,19 @@ from duotune.trainer.web.form import (
     train_args,
 )
 
-TRICKY_STRINGS = ["plain", "true", "null", "1e-3", "0x10", "a b", "x: y", "# not a comment", "中文", "'quoted'", ""]
+TRICKY_STRINGS = [
+    "plain",
+    "true",
+    "null",
+    "1e-3",
+    "0x10",
+    "a b",
+    "x: y",
+    "# not a comment",
+    "中文",
+    "'quoted'",
+    "",
+]
 
 
 def _samples(key: str) -> list[typing.Any]:
@@ -47,7 +59,11 @@ def _samples(key: str) -> list[typing.Any]:
     fld = {f.key: f for f in form_fields()}[key]
     tp = field_type(key)
     args = typing.get_args(tp)
-    members = [a for a in args if a is not type(None)] if args and typing.get_origin(tp) is not typing.Literal else [tp]
+    members = (
+        [a for a in args if a is not type(None)]
+        if args and typing.get_origin(tp) is not typing.Literal
+        else [tp]
+    )
     out: list[typing.Any] = [fld.default]
     if fld.nullable:
         out.append(None)
@@ -88,7 +104,9 @@ def test_every_recipe_key_is_a_form_field_of_the_right_kind():
     assert fields["device"].kind == "dropdown" and fields["device"].choice_labels[0] == "auto"
     assert fields["compute_type"].choices == ("auto", "bf16", "fp16", "fp32")
     assert fields["lora_rank"].kind == "number" and fields["lora_rank"].default == 8
-    assert fields["max_samples"].kind == "text" and fields["max_samples"].nullable  # a number box can't say null
+    assert (
+        fields["max_samples"].kind == "text" and fields["max_samples"].nullable
+    )  # a number box can't say null
     assert fields["learning_rate"].kind == "text"  # so 2e-5 stays readable and "fast" gets the CLI's error
     assert fields["lr_scheduler_type"].suggestions[:2] == ("linear", "cosine")
     assert {f.group for f in fields.values()} == {"model", "data", "lora", "train", "tracking"}
@@ -114,11 +132,18 @@ def test_a_new_recipe_key_appears_in_the_form_with_its_type_default_choices_and_
     monkeypatch.setattr(recipe_module, "Recipe", Extended)
     monkeypatch.setattr(recipe_module, "_TYPE_HINTS", None)
     monkeypatch.setattr(form, "recipe_fields", lambda: {f.name: f for f in dataclasses.fields(Extended)})
-    monkeypatch.setattr(recipe_module, "recipe_fields", lambda: {f.name: f for f in dataclasses.fields(Extended)})
+    monkeypatch.setattr(
+        recipe_module, "recipe_fields", lambda: {f.name: f for f in dataclasses.fields(Extended)}
+    )
     form._CACHE.clear()
     try:
         fields = {f.key: f for f in form_fields()}
-        assert fields["flash_attn"].kind == "dropdown" and fields["flash_attn"].choice_labels == ["auto", "fa2", "sdpa", "eager"]
+        assert fields["flash_attn"].kind == "dropdown" and fields["flash_attn"].choice_labels == [
+            "auto",
+            "fa2",
+            "sdpa",
+            "eager",
+        ]
         assert fields["flash_attn"].help == "Attention kernel choice." and not fields["flash_attn"].basic
         assert fields["packing"].kind == "checkbox" and fields["packing"].group == "data"
         assert fields["padding_free"].kind == "dropdown"
@@ -158,7 +183,10 @@ def test_the_form_of_the_demo_recipe_is_the_bare_train_command():
         "experiment_name=my run",
     ]  # in the recipe's order, only what differs from the file
     line = command_line(train_args(default_recipe_path(), overrides, "2"))
-    assert line == "train --nproc 2 lora_target=q_proj,v_proj learning_rate=0.0002 max_steps=4 'experiment_name=my run'"
+    assert (
+        line
+        == "train --nproc 2 lora_target=q_proj,v_proj learning_rate=0.0002 max_steps=4 'experiment_name=my run'"
+    )
     # the line means, to the CLI, exactly the recipe of the form
     cli_recipe, _ = load_recipe(None, parse_overrides(shlex.split(line)[3:]))
     assert cli_recipe == Recipe(**{**base, **values, "report_to": ["swanlab"]})
@@ -169,7 +197,10 @@ def test_a_recipe_file_of_ones_own_is_named_on_the_command_line(tmp_path):
     mine.write_text("model_name_or_path: demo://tiny-llama\ndataset: demo://counselling\nlora_rank: 4\n")
     base, problems = file_values(mine)
     assert base["lora_rank"] == 4 and base["cutoff_len"] == 2048  # the dataclass default fills in
-    assert problems == [f"recipe {mine}: 1 problem (fix them and run again)", "  - 'output_dir': is required, got ''"]
+    assert problems == [
+        f"recipe {mine}: 1 problem (fix them and run again)",
+        "  - 'output_dir': is required, got ''",
+    ]
     args = train_args(mine, overrides_for(base, {**base, "output_dir": "out"}))
     assert command_line(args) == f"train --config '{mine}' output_dir=out"
     with pytest.raises(UserError, match="does not exist"):
@@ -253,7 +284,10 @@ def test_console_tail_and_errors_read_as_the_terminal_shows_them(tmp_path):
         "error: recipe configs/demo.yaml: 2 problems (fix them and run again)\n"
         "  - 'lora_rank': must be > 0, got -1\n  - 'seed': must be >= 0, got -1"
     )
-    assert error_lines(["Traceback (most recent call last):", '  File "x"', "ValueError: boom"]) == "ValueError: boom"
+    assert (
+        error_lines(["Traceback (most recent call last):", '  File "x"', "ValueError: boom"])
+        == "ValueError: boom"
+    )
     assert error_lines(["all fine"]) is None
 
 
@@ -279,8 +313,17 @@ def test_run_state_comes_from_the_output_dir(tmp_path):
     assert st.throughput == {"real_tokens_per_second": 1930.0, "padding_fraction": 0.008}
     assert [p.name for p in st.checkpoints] == ["checkpoint-2"]
     (out / "run_status.json").write_text(
-        json.dumps({"status": "failed", "step": 2, "total_steps": 4, "exit_code": 2, "pid": 1, "host": "x",
-                    "message": "error: dataset 'x.json' does not exist"})  # fmt: skip
+        json.dumps(
+            {
+                "status": "failed",
+                "step": 2,
+                "total_steps": 4,
+                "exit_code": 2,
+                "pid": 1,
+                "host": "x",
+                "message": "error: dataset 'x.json' does not exist",
+            }
+        )  # fmt: skip
     )
     st = read_run(out)
     assert (st.status, st.exit_code, st.message) == ("failed", 2, "error: dataset 'x.json' does not exist")

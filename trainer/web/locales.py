@@ -299,7 +299,7 @@ UI: dict[str, dict[str, dict[str, str]]] = {
             "label": "Processes",
             "info": "Data-parallel processes (torchrun); as many as the device allows",
         },
-        "zh": {"label": "进程数", "info": "数据并行进程数（torchrun）；不超过设备允许的数量"},
+        "zh": {"label": "进程数", "info": "torchrun 数据并行，不超过设备数"},
     },
     # data
     "data_info": {"en": {"label": "Dataset"}, "zh": {"label": "数据集"}},

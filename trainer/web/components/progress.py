@@ -59,18 +59,27 @@ _STATUSES = {f"status_{s}" for s in ("running", "starting", "completed", "interr
 
 
 def loss_frame(rows: list[dict[str, Any]]):
-    import pandas as pd
-
+    """Loss and eval loss per step; None before the first one (a plot first drawn from an empty frame
+    keeps its empty colour scale and draws nothing later)."""
     points = [(r["current_steps"], float(r["loss"]), "loss") for r in rows if "loss" in r]
     points += [(r["current_steps"], float(r["eval_loss"]), "eval_loss") for r in rows if "eval_loss" in r]
-    return pd.DataFrame(points, columns=["step", "value", "series"])
+    return _frame(points, {"step": "int64", "value": "float64", "series": "str"}) if points else None
 
 
 def lr_frame(rows: list[dict[str, Any]]):
+    points = [
+        (r["current_steps"], float(r["learning_rate"]), "learning_rate") for r in rows if "learning_rate" in r
+    ]
+    return _frame(points, {"step": "int64", "learning_rate": "float64", "series": "str"}) if points else None
+
+
+def _frame(points: list[tuple], dtypes: dict[str, str]):
     import pandas as pd
 
-    points = [(r["current_steps"], float(r["learning_rate"])) for r in rows if "learning_rate" in r]
-    return pd.DataFrame(points, columns=["step", "learning_rate"])
+    columns = list(dtypes)
+    return pd.DataFrame(
+        {c: pd.Series([p[i] for p in points], dtype=t) for i, (c, t) in enumerate(dtypes.items())}
+    )[columns]
 
 
 def stats_markdown(st: RunState) -> str:
@@ -109,15 +118,15 @@ def build_progress(manager, lang: str) -> dict[str, Any]:
             "loss_plot",
             gr.LinePlot(
                 loss_frame([]), x="step", y="value", color="series", label=ui_text("loss_plot", lang),
-                elem_id="loss_plot", height=260, color_map={"loss": "#4f46e5", "eval_loss": "#f59e0b"},
-                x_title="step", y_title="loss",
+                elem_id="loss_plot", height=300, color_map={"loss": "#4f46e5", "eval_loss": "#f59e0b"},
+                x_title="step", y_title="loss", x_axis_format="d",
             ),
         )  # fmt: skip
         c["lr_plot"] = manager.add(
             "lr_plot",
             gr.LinePlot(
-                lr_frame([]), x="step", y="learning_rate", label=ui_text("lr_plot", lang),
-                elem_id="lr_plot", height=260, color_map={"learning_rate": "#10b981"}, y_title="lr",
+                lr_frame([]), x="step", y="learning_rate", color="series", color_map={"learning_rate": "#10b981"}, label=ui_text("lr_plot", lang),
+                elem_id="lr_plot", height=300, x_title="step", y_title="learning rate", x_axis_format="d",
             ),
         )  # fmt: skip
     c["run_stats"] = gr.Markdown("", elem_id="run_stats")

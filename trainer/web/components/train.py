@@ -217,6 +217,7 @@ def remember_run(config: str | None, overrides: list[str], nproc: str | None) ->
     from duotune.trainer.common.files import atomic_write_text
 
     data = {
+        "cwd": str(Path.cwd()),  # relative paths in the overrides mean something only from here
         "config": str(config) if config else None,
         "overrides": overrides,
         "nproc": nproc,
@@ -233,7 +234,9 @@ def last_run() -> dict | None:
         data = json.loads(_state_file().read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and isinstance(data.get("overrides"), list) else None
+    if not isinstance(data, dict) or not isinstance(data.get("overrides"), list):
+        return None
+    return data if data.get("cwd") == str(Path.cwd()) else None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -250,7 +253,7 @@ def build_train_tab(manager: Manager, lang_box, lang: str = "en") -> dict[str, A
     config_state = gr.State(str(default_recipe_path()))
 
     # recipe files
-    with gr.Row(equal_height=True, elem_classes=["dt-recipe-row"]):
+    with gr.Row(equal_height=False, elem_classes=["dt-recipe-row"]):
         c["recipe_path"] = manager.add(
             "recipe_path",
             gr.Dropdown(
@@ -342,7 +345,7 @@ def build_train_tab(manager: Manager, lang_box, lang: str = "en") -> dict[str, A
                     elem_id="nproc", scale=1,
                 ),
             )  # fmt: skip
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=False, elem_classes=["dt-buttons"]):
             _make_field(
                 manager, run_fields["overwrite_output_dir"], values["overwrite_output_dir"], lang, scale=2
             )
@@ -556,7 +559,7 @@ def build_train_tab(manager: Manager, lang_box, lang: str = "en") -> dict[str, A
             loss_frame(st.rows) if plots_changed else gr.skip(),
             lr_frame(st.rows) if plots_changed else gr.skip(),
             stats_markdown(st),
-            "\n".join(st.tail),
+            "\n".join(st.tail[-12:]),
             abort_label,
             resume_update,
             new_seen,
