@@ -92,6 +92,11 @@ class Backend(ABC):
         """Process-wide setup needed before the model loads; returns notes for the console."""
         return []
 
+    def preflight(self, world_size: int) -> list[str]:
+        """Checks and process-wide settings before anything touches the device or the collective
+        backend (called once per process at the start of a run); returns notes for the console."""
+        return []
+
     def memory_stats(self) -> dict[str, int]:
         return {}
 

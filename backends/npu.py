@@ -10,6 +10,13 @@ Facts this module follows (torch_npu's documented API):
 - torch_npu's version must equal torch's. Importing it where CANN is missing raises arbitrary errors, so
   it is located with ``find_spec`` first, imported inside ``except Exception``, and only ever imported
   when the NPU is requested or probed.
+- Multi-process runs: HCCL gives up on connecting after ``HCCL_CONNECT_TIMEOUT`` seconds (CANN: integer in
+  [120, 7200], default 120) and on a collective after ``HCCL_EXEC_TIMEOUT`` (default 1800). Rank 0 alone
+  loads and encodes the data while the others wait at the first collective, which on a large dataset
+  takes longer than 120 s, so duotune raises both defaults (unless the user set them) and says so.
+- Ascend users' most reported failure is a previous run's process still holding the NPUs: before a run
+  starts, ``npu-smi info``'s process table is read and any other process on the chosen devices is named,
+  with the command that frees it.
 """
 
 from __future__ import annotations
@@ -18,14 +25,28 @@ import importlib
 import importlib.util
 import os
 import re
+import shutil
+import subprocess
 import sys
 from typing import Any
 
 from .base import Availability, Backend, dist_version, torch_base_version
 
-__all__ = ["NpuBackend", "probe_torch_npu", "torch_npu_install_hint", "JIT_ENV", "package_versions"]
+__all__ = [
+    "HCCL_DEFAULTS",
+    "JIT_ENV",
+    "NpuBackend",
+    "npu_processes",
+    "package_versions",
+    "probe_torch_npu",
+    "torch_npu_install_hint",
+]
 
 JIT_ENV = "DUOTUNE_NPU_JIT_COMPILE"
+#: set for multi-process runs unless already in the environment (seconds; see the module docstring)
+HCCL_DEFAULTS = {"HCCL_CONNECT_TIMEOUT": "1200", "HCCL_EXEC_TIMEOUT": "3600"}
+# a row of npu-smi info's process table: | NPU  Chip | Process id | Process name | Process memory(MB) |
+_PROCESS_ROW = re.compile(r"^\|\s*(\d+)\s+(\d+)\s*\|\s*(\d+)\s*\|\s*([^|]*?)\s*\|\s*(\d+)\s*\|\s*$")
 CANN_HINT = (
     "install the CANN toolkit from https://www.hiascend.com/software/cann and run "
     "`source /usr/local/Ascend/ascend-toolkit/set_env.sh` before training"
@@ -147,6 +168,44 @@ class NpuBackend(Backend):
             else "jit_compile off (precompiled binary kernels; npu_jit_compile: true switches JIT on)"
         ]
 
+    def preflight(self, world_size: int) -> list[str]:
+        notes = []
+        if world_size > 1:
+            chosen = {k: v for k, v in HCCL_DEFAULTS.items() if k not in os.environ}
+            os.environ.update(chosen)
+            if chosen:
+                notes.append(
+                    "HCCL timeouts for a multi-process run: "
+                    + ", ".join(f"{k}={v}" for k, v in chosen.items())
+                    + " seconds (set them in the environment to choose others)"
+                )
+        if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+            notes += self._busy_device_notes()
+        return notes
+
+    def chosen_devices(self) -> list[int]:
+        """npu-smi ids of the devices this run may use: ASCEND_RT_VISIBLE_DEVICES, else all of them."""
+        visible = self.visible_devices()
+        if visible:
+            return [int(d) for d in visible.split(",") if d.strip().isdigit()]
+        return list(range(self.device_count()))
+
+    def _busy_device_notes(self) -> list[str]:
+        mine = {os.getpid()}
+        if "LOCAL_RANK" in os.environ:  # under torchrun: the launcher and the other workers are this run's
+            mine |= {os.getppid()} | _children_of(os.getppid())
+        chosen = set(self.chosen_devices())
+        notes = []
+        for npu, pid, name, memory in npu_processes():
+            if npu in chosen and pid not in mine:
+                what = f"{name}, " if name else ""
+                notes.append(
+                    f"NPU {npu} is in use by pid {pid} ({what}{memory} MB): if it is a finished run's "
+                    f"leftover, free the device with `kill {pid}` (`kill -9 {pid}` if it hangs) and check "
+                    "with `npu-smi info`; otherwise this run may run out of memory or hang in HCCL"
+                )
+        return notes
+
     def memory_stats(self) -> dict[str, int]:
         import torch
 
@@ -160,6 +219,46 @@ class NpuBackend(Backend):
         import torch
 
         torch.npu.empty_cache()
+
+
+def npu_processes(timeout: float = 20.0) -> list[tuple[int, int, str, int]]:
+    """(npu id, pid, process name, memory in MB) of every process in ``npu-smi info``'s process table;
+    empty when npu-smi is missing or fails (the check is advice, never a reason not to train)."""
+    exe = shutil.which("npu-smi")
+    if exe is None:
+        return []
+    try:
+        proc = subprocess.run([exe, "info"], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if proc.returncode != 0:
+        return []
+    found = []
+    for line in proc.stdout.splitlines():
+        m = _PROCESS_ROW.match(line.strip())
+        if m:
+            found.append((int(m.group(1)), int(m.group(3)), m.group(4), int(m.group(5))))
+    return found
+
+
+def _children_of(pid: int) -> set[int]:
+    """Processes whose parent is ``pid`` (the other workers of this torchrun), from /proc."""
+    children = set()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return children
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 1 and fields[1] == str(pid):
+            children.add(int(entry))
+    return children
 
 
 def cann_version(module=None) -> str | None:

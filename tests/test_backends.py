@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -15,7 +16,21 @@ from duotune.trainer.recipe import Recipe
 from duotune.trainer.run.framework import openmind_installed
 from duotune.trainer.run.plan import make_plan
 
-pytestmark = pytest.mark.usefixtures("no_torch_npu_block")
+pytestmark = pytest.mark.usefixtures("no_torch_npu_block", "no_real_gpu")
+
+# The subprocesses of these tests must not see a real GPU either (the tests describe a CPU-only host).
+HIDE_GPUS = {"CUDA_VISIBLE_DEVICES": ""}
+
+
+@pytest.fixture
+def no_real_gpu(monkeypatch):
+    """These tests describe a machine without CUDA or MPS; on a machine that has one, hide it (tests that
+    need a GPU stand one in with `fake_cuda`)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None:
+        monkeypatch.setattr(mps, "is_available", lambda: False)
 
 
 def recipe(**kw) -> Recipe:
@@ -121,6 +136,74 @@ def test_npu_setup_turns_jit_compile_off_by_default_with_a_switch(fake_npu_path,
     assert torch_npu.calls[-2] == ("set_compile_mode", (), {"jit_compile": False})
 
 
+NPU_SMI_INFO = """\
++------------------------------------------------------------------------------------------------+
+| npu-smi 24.1.rc2                 Version: 24.1.rc2                                             |
++---------------------------+---------------+----------------------------------------------------+
+| NPU     Name              | Health        | Power(W)    Temp(C)           Hugepages-Usage(page)|
+| Chip                      | Bus-Id        | AICore(%)   Memory-Usage(MB)  HBM-Usage(MB)        |
++===========================+===============+====================================================+
+| 0     910B2               | OK            | 95.4        37                0    / 0             |
+| 0                         | 0000:C1:00.0  | 0           0    / 0          3400 / 65536         |
++===========================+===============+====================================================+
++---------------------------+---------------+----------------------------------------------------+
+| NPU     Chip              | Process id    | Process name             | Process memory(MB)      |
++===========================+===============+====================================================+
+| No running processes found in NPU 0                                                            |
++===========================+===============+====================================================+
+| 1       0                 | 4242          | python3                  | 37709                   |
++===========================+===============+====================================================+
+| 2       0                 | 4343          |                          | 1200                    |
++===========================+===============+====================================================+
+"""
+
+
+@pytest.fixture
+def fake_npu_smi(tmp_path, monkeypatch):
+    """An `npu-smi` on PATH that prints a recorded `npu-smi info` with processes on NPU 1 and 2."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "info.txt").write_text(NPU_SMI_INFO)
+    script = folder / "npu-smi"
+    script.write_text(f'#!/bin/sh\n[ "$1" = info ] && exec cat {folder / "info.txt"}\nexit 1\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_npu_preflight_names_other_processes_on_the_chosen_devices(fake_npu_path, fake_npu_smi, monkeypatch):
+    from duotune.backends.npu import npu_processes
+
+    fake_npu_path(count=4)
+    assert npu_processes() == [(1, 4242, "python3", 37709), (2, 4343, "", 1200)]
+    npu = get_backend("npu")
+    monkeypatch.setenv("ASCEND_RT_VISIBLE_DEVICES", "0,1")
+    notes = npu.preflight(1)
+    assert len(notes) == 1  # NPU 2 is not this run's
+    assert notes[0].startswith("NPU 1 is in use by pid 4242 (python3, 37709 MB): ")
+    assert "`kill 4242`" in notes[0] and "npu-smi info" in notes[0]
+    monkeypatch.delenv("ASCEND_RT_VISIBLE_DEVICES")
+    assert [n.split(":")[0] for n in npu.preflight(1)] == ["NPU 1 is in use by pid 4242 (python3, 37709 MB)",
+                                                           "NPU 2 is in use by pid 4343 (1200 MB)"]  # fmt: skip
+
+
+def test_npu_preflight_sets_hccl_timeouts_for_several_processes_only(fake_npu_path, monkeypatch):
+    from duotune.backends.npu import HCCL_DEFAULTS
+
+    fake_npu_path(count=2)
+    monkeypatch.setenv("PATH", "/nonexistent")  # no npu-smi: nothing to report, nothing fails
+    for key in HCCL_DEFAULTS:
+        monkeypatch.delenv(key, raising=False)
+    npu = get_backend("npu")
+    assert npu.preflight(1) == [] and not any(k in os.environ for k in HCCL_DEFAULTS)
+    monkeypatch.setenv("HCCL_EXEC_TIMEOUT", "600")  # the user's own value is kept
+    assert npu.preflight(2) == [
+        "HCCL timeouts for a multi-process run: HCCL_CONNECT_TIMEOUT=1200 seconds (set them in the "
+        "environment to choose others)"
+    ]
+    assert os.environ["HCCL_CONNECT_TIMEOUT"] == "1200" and os.environ["HCCL_EXEC_TIMEOUT"] == "600"
+    assert 120 <= int(HCCL_DEFAULTS["HCCL_CONNECT_TIMEOUT"]) <= 7200  # CANN's documented range
+
+
 def test_npu_without_bf16_falls_back_to_fp16_and_refuses_bf16(fake_npu_path):
     fake_npu_path(bf16=False, name="Ascend910A")
     plan = make_plan(recipe(device="npu"))
@@ -159,7 +242,8 @@ def fake_cuda(monkeypatch):
     return install
 
 
-def test_cuda_on_a_cpu_only_torch_says_so():
+def test_cuda_on_a_cpu_only_torch_says_so(monkeypatch):
+    monkeypatch.setattr(torch.version, "cuda", None)  # what a CPU-only build reports
     with pytest.raises(BackendError, match="CPU-only build; install a CUDA build of torch"):
         select_backend("cuda")
 
@@ -212,8 +296,9 @@ def test_torch_npu_is_never_imported_when_the_device_is_cpu_or_cuda(
 
 
 def test_train_on_a_missing_device_exits_2_before_loading_anything(tmp_path):
-    for device, needle in (("npu", "torch-npu=="), ("cuda", "CPU-only build")):
-        proc = run_cli("train", "--device", device, f"output_dir={tmp_path}/out", cwd=tmp_path)
+    cuda_needle = "CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
+    for device, needle in (("npu", "torch-npu=="), ("cuda", cuda_needle)):
+        proc = run_cli("train", "--device", device, f"output_dir={tmp_path}/out", cwd=tmp_path, env=HIDE_GPUS)
         assert proc.returncode == 2, proc.stderr
         errors = [line for line in proc.stderr.splitlines() if line.strip()]
         assert (
@@ -244,7 +329,7 @@ def test_train_on_cpu_with_torch_npu_installed_never_imports_it(tmp_path):
 
 def test_env_command_with_a_stand_in_npu(tmp_path):
     root = write_fake_torch_npu(tmp_path / "fake", bf16=False, name="Ascend910A", cann="8.0.0")
-    env = {"PYTHONPATH": str(root), "ASCEND_RT_VISIBLE_DEVICES": "2,3"}
+    env = {"PYTHONPATH": str(root), "ASCEND_RT_VISIBLE_DEVICES": "2,3", **HIDE_GPUS}
     text = run_cli("duotune", "env", cwd=tmp_path, env=env)
     assert text.returncode == 0, text.stderr
     out = text.stdout
@@ -268,7 +353,7 @@ def test_env_command_with_a_stand_in_npu(tmp_path):
 
 
 def test_env_command_on_this_machine():
-    proc = run_cli("duotune", "env")
+    proc = run_cli("duotune", "env", env=HIDE_GPUS)
     assert proc.returncode == 0
     assert "cpu   yes" in proc.stdout and "npu   no" in proc.stdout
     assert "--device auto would use:" in proc.stdout and "device        cpu" in proc.stdout

@@ -132,11 +132,38 @@ def test_preview_marks_learned_tokens_and_writes_jsonl(tmp_path, demo_tokenizer)
     assert demo_tokenizer.decode(learned).startswith(" That sounds really overwhelming")
 
 
-def test_preview_counts_drops_and_truncation(tmp_path):
-    proc = run_cli("duotune", "preview", "-n", "0", "cutoff_len=40", "--no-color", cwd=tmp_path)
+def test_preview_counts_drops_and_truncation(tmp_path, demo_tokenizer):
+    """The counts agree with the demo conversations measured here with the tokenizer alone: longer than
+    the cutoff = truncated, unless even the first reply starts beyond it = dropped."""
+    import json
+    import re
+
+    cutoff = 40
+    rows = json.loads((REPO / "trainer" / "demo" / "counselling_demo.json").read_text(encoding="utf-8"))
+    too_long = dropped = 0
+    for row in rows:
+        messages = []
+        for turn in row["conversation"]:
+            if turn.get("system"):
+                messages.append({"role": "system", "content": turn["system"]})
+            messages += [
+                {"role": "user", "content": turn["input"]},
+                {"role": "assistant", "content": turn["output"]},
+            ]
+        full = demo_tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+        first_prompt = demo_tokenizer.apply_chat_template(
+            messages[: next(i for i, m in enumerate(messages) if m["role"] == "assistant")],
+            tokenize=True, add_generation_prompt=True, return_dict=True,
+        )["input_ids"]  # fmt: skip
+        too_long += len(full) > cutoff
+        dropped += len(first_prompt) >= cutoff
+    assert 0 < dropped < too_long  # the cutoff exercises both cases
+    proc = run_cli("duotune", "preview", "-n", "0", f"cutoff_len={cutoff}", "--no-color", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "dropped    " in proc.stdout and "no learned token within cutoff_len" in proc.stdout
-    assert "truncated" in proc.stdout
+    counts = re.search(r"examples +(\d+) of (\d+) rows, (\d+) dropped, (\d+) truncated", proc.stdout)
+    assert counts, proc.stdout
+    assert [int(g) for g in counts.groups()] == [len(rows) - dropped, len(rows), dropped, too_long - dropped]
+    assert f"dropped    {dropped} x no learned token within cutoff_len" in proc.stdout
 
 
 def test_help_lists_every_option():

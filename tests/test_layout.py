@@ -142,13 +142,15 @@ def test_run_training_reads_as_the_steps_of_a_run():
     tree = ast.parse((REPO / "trainer" / "run" / "workflow.py").read_text(encoding="utf-8"))
     func = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "run_training")
     defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    # the steps may sit inside the `with` that holds the output_dir lock for the run
+    body = [inner for s in func.body for inner in (s.body if isinstance(s, ast.With) else [s])]
     steps = [
         s.value.func.id if isinstance(s, ast.Expr) else s.value.func.id
-        for s in func.body
+        for s in body
         if isinstance(s, (ast.Expr, ast.Assign)) and isinstance(getattr(s, "value", None), ast.Call)
         and isinstance(s.value.func, ast.Name)
     ]  # fmt: skip
-    assert len(func.body) <= 16, "run_training should stay a short list of steps"
+    assert len(body) <= 16, "run_training should stay a short list of steps"
     assert len(steps) >= 8 and all(step in defined for step in steps), steps
 
 

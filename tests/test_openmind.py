@@ -123,6 +123,6 @@ def test_parity_compare_finds_the_two_frameworks_matching(tmp_path):
         runs[name] = out
     proc = run_cli("duotune", "parity", "compare", str(runs["openmind"]), str(runs["transformers"]))
     assert proc.returncode == 0, proc.stdout
-    assert "MATCH" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1].startswith("[duotune] MATCH. Report: ")
     info = json.loads((runs["openmind"] / "run_info.json").read_text())
     assert info["framework"].startswith("openmind 1.0.0")

@@ -77,13 +77,46 @@ def test_sigterm_saves_a_checkpoint_and_the_resumed_run_equals_an_uninterrupted_
 
 
 def test_a_second_signal_exits_at_once(tmp_path):
+    """The second Ctrl-C lands while the first one's update is still running (16 micro-batches per
+    update): the process leaves at once, without the checkpoint the first signal would have saved.
+    Both signals are sent only after the handler has answered the first, so they cannot merge into one."""
+    import queue
+    import threading
+
     out = tmp_path / "run"
-    proc = _start(out, tmp_path)
+    proc = subprocess.Popen(
+        [str(BIN / "train"), "--device", "cpu", "max_steps=40", "max_samples=64", "save_steps=1000",
+         "logging_steps=1", "report_to=none", "per_device_train_batch_size=1",
+         "gradient_accumulation_steps=16", f"output_dir={out}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     _wait_for_steps(out, 1, proc)
     proc.send_signal(signal.SIGINT)
+    deadline = time.time() + 60
+    while True:
+        line = lines.get(timeout=max(deadline - time.time(), 0.1))
+        if "SIGINT: finishing this update" in line:
+            break
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
+    stderr = proc.stderr.read()
+    proc.wait(timeout=60)
     assert proc.returncode == 128 + signal.SIGINT
+    assert complete_checkpoints(out) == [] and not list(out.glob("checkpoint-*"))
+    assert "stopped at step" not in stderr  # the graceful path's last words never came
+
+
+def test_the_signal_handler_stops_gracefully_once_then_exits(monkeypatch):
+    from duotune.trainer.run import lifecycle
+
+    exits = []
+    monkeypatch.setattr(lifecycle.os, "_exit", exits.append)
+    with lifecycle.GracefulStop() as stop:
+        stop._handle(signal.SIGTERM, None)
+        assert stop.signum == signal.SIGTERM and exits == []
+        stop._handle(signal.SIGTERM, None)
+        assert exits == [128 + signal.SIGTERM]
 
 
 def test_auto_resume_skips_a_checkpoint_that_was_not_completely_saved(tmp_path):
@@ -153,7 +186,7 @@ def test_launcher_builds_a_multi_node_torchrun_command(monkeypatch):
     seen = {}
 
     class FakePopen:
-        def __init__(self, cmd):
+        def __init__(self, cmd, env):
             seen["cmd"] = cmd
 
         def wait(self):

@@ -377,7 +377,7 @@ def test_launcher_passes_sigterm_on_to_torchrun(monkeypatch):
     sent = []
 
     class FakeTorchrun:
-        def __init__(self, cmd):
+        def __init__(self, cmd, env):
             self.cmd = cmd
 
         def poll(self):
@@ -396,3 +396,19 @@ def test_launcher_passes_sigterm_on_to_torchrun(monkeypatch):
     assert launch.relaunch(2, ["train"]) == 143
     assert sent == [signal.SIGTERM]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_ui_refuses_an_output_dir_another_run_holds_with_the_clis_message(tmp_path):
+    from duotune.trainer.run.lock import OutputDirLock
+    from duotune.trainer.web import runner
+
+    out = tmp_path / "busy"
+    with OutputDirLock(out, command="train output_dir=busy"):
+        with pytest.raises(UserError) as e:
+            runner.start(out, ["max_steps=1"], "train max_steps=1")
+        assert runner.launched(out) is None
+    assert str(e.value).startswith(f"output_dir {out} is in use by another run (pid {os.getpid()} on ")
+    assert str(e.value).endswith(
+        "`train output_dir=busy`); wait for it to finish, stop it, or choose another output_dir"
+    )
+    assert not out.exists()  # nothing was started, nothing was written (the lock's folder is gone again)

@@ -215,6 +215,12 @@ class Recipe:
         None, "Evaluate every this many updates (needs val_size > 0); unset = once per epoch.", "train"
     )
     seed: int = _f(42, "Random seed for initialisation, data order and dropout.", "train")
+    skip_nonfinite_steps: int = _f(
+        0,
+        "Updates whose loss or gradient is NaN/inf that may be skipped (not applied) before the run stops "
+        "with exit code 3; 0 stops at the first.",
+        "train",
+    )
     resume_from_checkpoint: str | None = _f(
         None, "Continue from a checkpoint folder, or `auto` for the newest one in output_dir.", "train"
     )
@@ -357,6 +363,7 @@ class Recipe:
         if self.eval_steps is not None and self.val_size == 0:
             p.append("'eval_steps' is set but 'val_size' is 0: set val_size (e.g. 0.1) to evaluate")
         need(self.dataloader_num_workers >= 0, "dataloader_num_workers", "must be >= 0")
+        need(self.skip_nonfinite_steps >= 0, "skip_nonfinite_steps", "must be >= 0")
         need(
             self.fsdp is None or self.fsdp in ("full_shard", "shard_grad_op"),
             "fsdp",

@@ -37,7 +37,7 @@ OVERRIDES_HELP = (
 
 
 def user_errors(func):
-    """Print a UserError as plain lines on stderr and exit 2, with no traceback."""
+    """Print a UserError as plain lines on stderr and exit 2 (3 for a diverged run), with no traceback."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -46,7 +46,7 @@ def user_errors(func):
         except UserError as e:
             for i, line in enumerate(e.problems or [str(e)]):
                 click.echo(("error: " if i == 0 else "") + line, err=True)
-            sys.exit(EXIT_USER_ERROR)
+            sys.exit(getattr(e, "exit_code", EXIT_USER_ERROR))
 
     return wrapper
 
@@ -122,7 +122,8 @@ def _maybe_relaunch(nproc, command, config, device, model, output_dir, overrides
         return
     n = resolve_nproc(nproc, device or recipe.device)
     if n > 1:
-        sys.exit(relaunch(n, _launch_argv(command, config, device, model, output_dir, overrides)))
+        argv = _launch_argv(command, config, device, model, output_dir, overrides)
+        sys.exit(relaunch(n, argv, output_dir=recipe.output_dir))
 
 
 @click.command("train", context_settings=CONTEXT, epilog=OVERRIDES_HELP)
@@ -246,6 +247,8 @@ def parity_compare_cmd(run_a, run_b, report_dir):
 
     a, b = load_run(run_a), load_run(run_b)
     result = compare_runs(a, b)
+    for difference in result["recipe_differences"]:
+        click.echo(f"[duotune] recipe differs: {difference}")
     target = Path(report_dir) if report_dir else (a.folder if not run_a.startswith("golden:") else b.folder)
     files = write_report(result, target)
     tol = result["tolerance"]

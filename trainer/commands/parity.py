@@ -81,6 +81,7 @@ class Run:
     steps: list[dict] = field(default_factory=list)
     info: dict = field(default_factory=dict)
     adapter: dict | None = None
+    config: dict = field(default_factory=dict)  # its run_config.yaml: the resolved recipe
 
     @property
     def precision(self) -> str:
@@ -110,7 +111,82 @@ def load_run(spec: str) -> Run:
         from safetensors.torch import load_file
 
         adapter = load_file(str(folder / "adapter_model.safetensors"))
-    return Run(spec, folder, steps, info, adapter)
+    return Run(spec, folder, steps, info, adapter, _read_config(folder / "run_config.yaml"))
+
+
+def _read_config(path: Path) -> dict:
+    import yaml
+
+    if not path.is_file():
+        return {}
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(
+            f"{path} is not a readable recipe ({type(e).__name__}); is this a run folder?"
+        ) from None
+    return config if isinstance(config, dict) else {}
+
+
+# Recipe keys that change what is trained. Two runs that differ in one of them are different experiments,
+# whatever their curves say; keys like device, compute_type, framework or output_dir are what a parity
+# check varies on purpose and are not listed.
+TRAINING_KEYS = (
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_ratio",
+    "warmup_steps",
+    "num_train_epochs",
+    "max_steps",
+    "seed",
+    "cutoff_len",
+    "max_samples",
+    "val_size",
+    "dataset_format",
+    "template",
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_target",
+    "additional_target",
+    "use_rslora",
+    "use_dora",
+    "pissa_init",
+    "loraplus_lr_ratio",
+    "optim",
+    "weight_decay",
+    "max_grad_norm",
+    "neftune_noise_alpha",
+    "packing",
+)
+
+
+def _global_batch(run: Run) -> tuple[int, str] | None:
+    c = run.config
+    try:
+        batch, accumulation = int(c["per_device_train_batch_size"]), int(c["gradient_accumulation_steps"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    world = int(run.info.get("world_size", 1) or 1)
+    processes = f"{world} process{'es' if world > 1 else ''}"
+    return batch * accumulation * world, f"{batch} per device x {accumulation} accumulation x {processes}"
+
+
+def recipe_differences(a: Run, b: Run) -> list[str]:
+    """What differs between the two runs' recipes and data, in the terms that change the training."""
+    found = []
+    ga, gb = _global_batch(a), _global_batch(b)
+    if ga and gb and ga[0] != gb[0]:
+        found.append(f"global batch {ga[0]} ({ga[1]}) vs {gb[0]} ({gb[1]})")
+    for key in TRAINING_KEYS:
+        if key in a.config and key in b.config and a.config[key] != b.config[key]:
+            found.append(f"{key} {a.config[key]!r} vs {b.config[key]!r}")
+    fa, fb = a.info.get("data_fingerprint"), b.info.get("data_fingerprint")
+    if fa and fb and fa != fb:
+        found.append(
+            f"data: the encoded examples differ (dataset {a.config.get('dataset')!r} vs {b.config.get('dataset')!r})"
+        )
+    return found
 
 
 def _rel(a: float, b: float) -> float:
@@ -122,7 +198,10 @@ def _rel(a: float, b: float) -> float:
 def compare_runs(a: Run, b: Run) -> dict[str, Any]:
     """Step-by-step and adapter comparison; ``result["ok"]`` says whether it is within tolerance."""
     tol = tolerance_for(a.precision, b.precision)
+    differences = recipe_differences(a, b)
     problems: list[str] = []
+    if differences:
+        problems.append("the recipes differ (" + "; ".join(differences) + "): these are different trainings")
     by_step_a = {s["current_steps"]: s for s in a.steps}
     by_step_b = {s["current_steps"]: s for s in b.steps}
     common = sorted(set(by_step_a) & set(by_step_b))
@@ -168,6 +247,7 @@ def compare_runs(a: Run, b: Run) -> dict[str, Any]:
         "a": {"run": a.name, **a.info},
         "b": {"run": b.name, **b.info},
         "tolerance": tol.__dict__,
+        "recipe_differences": differences,
         "steps_compared": len(rows),
         "mean_rel_loss_diff": mean_rel,
         "max_rel_loss_diff": max_rel,
@@ -225,6 +305,9 @@ def write_report(result: dict[str, Any], report_dir: Path) -> list[Path]:
     ]
     for key in ("device", "precision", "framework", "world_size", "attn_implementation"):
         lines.append(f"| {key} | {a.get(key, '?')} | {b.get(key, '?')} |")
+    differences = result.get("recipe_differences") or []
+    lines += ["", "## Recipe", ""]
+    lines += [f"- differs: {d}" for d in differences] or ["- the same in every key that changes the training"]
     lines += [
         "",
         f"Tolerance ({tol['name']}): mean relative loss difference <= {tol['mean_rel_loss']:g}, "

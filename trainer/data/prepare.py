@@ -5,7 +5,7 @@ from __future__ import annotations
 from duotune.trainer.common.errors import UserError
 from duotune.trainer.recipe import Recipe
 
-__all__ = ["describe_data", "prepare_data", "split_validation"]
+__all__ = ["describe_data", "examples_fingerprint", "prepare_data", "split_validation"]
 
 
 def prepare_data(recipe: Recipe, tokenizer):
@@ -55,3 +55,18 @@ def split_validation(dataset, val_size: float, seed: int):
         raise UserError(f"val_size {val_size} leaves no training examples out of {n}; lower val_size")
     parts = dataset.train_test_split(test_size=n_val, seed=seed, shuffle=True)
     return parts["train"], parts["test"]
+
+
+def examples_fingerprint(dataset) -> str:
+    """A hash of the encoded examples themselves (token ids and labels, in order): equal on two machines
+    exactly when both train on the same examples, wherever the files lay and whichever stack encoded
+    them. `duotune parity compare` reads it from run_info.json."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for table in dataset.with_format("arrow").iter(batch_size=4096):
+        for name in ("input_ids", "labels"):
+            column = table.column(name).combine_chunks()  # flatten() and value_lengths() honour slicing
+            h.update(column.value_lengths().to_numpy(zero_copy_only=False).astype("int64").tobytes())
+            h.update(column.flatten().to_numpy(zero_copy_only=False).astype("int64").tobytes())
+    return h.hexdigest()[:32]

@@ -1,7 +1,14 @@
 """Which library's Trainer / TrainingArguments a run uses, and the small glue both need.
 
-The Trainer class is subclassed once here (whichever framework supplies it) to add what the recipe
-asks for and the base class does not do: the LoRA+ optimizer.
+``framework: auto`` takes openMind's Trainer on an NPU when the openmind package is installed (its import
+side effects undone) and transformers' everywhere else. The Trainer class is subclassed once here,
+whichever framework supplies it, for what duotune needs and the base class does not do:
+
+- the LoRA+ optimizer (``loraplus_lr_ratio``, through peft);
+- each micro-batch's loss handed to the non-finite guard (``run/guard.py``) before the update;
+- on transformers < 4.46 (the openMind stack): the loss averaged per token over the whole update as newer
+  versions do (:class:`_TokenMean`), the logged loss at full precision instead of rounded to 4 decimals,
+  and RNG states that torch >= 2.6 refuses to load without an allow-list.
 """
 
 from __future__ import annotations
@@ -188,7 +195,9 @@ def build_training_args(
         "logging_nan_inf_filter": False,  # show a NaN loss as NaN instead of hiding it
         "save_strategy": "steps",
         "save_steps": recipe.save_steps,
-        "save_total_limit": recipe.save_total_limit,
+        # save_total_limit is applied by duotune once the newest checkpoint is complete (run/lifecycle.py);
+        # the Trainer would delete the old ones before the new one is marked complete
+        "save_total_limit": None,
         "seed": recipe.seed,
         "data_seed": recipe.seed,
         "bf16": precision == "bf16",
@@ -269,6 +278,7 @@ def make_trainer(
     tokenizer,
     callbacks: list,
     loraplus_lr_ratio: float | None = None,
+    guard=None,
 ):
     base = framework.Trainer
     # transformers 4.x rounds the logged loss to 4 decimals; parity checks need it exact
@@ -288,9 +298,13 @@ def make_trainer(
 
         def training_step(self, model, inputs, *a, **kw):
             if self._token_mean is None:
-                return super().training_step(model, inputs, *a, **kw)
-            with self._token_mean.micro_batch(inputs):
-                return super().training_step(model, inputs, *a, **kw)
+                loss = super().training_step(model, inputs, *a, **kw)
+            else:
+                with self._token_mean.micro_batch(inputs):
+                    loss = super().training_step(model, inputs, *a, **kw)
+            if guard is not None:
+                guard.observe_loss(loss)  # a NaN loss stops the run before the update (run/guard.py)
+            return loss
 
         def compute_loss(self, model, inputs, return_outputs=False, **kw):
             result = super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)

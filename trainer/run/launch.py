@@ -39,8 +39,23 @@ def resolve_nproc(value: str | None, device: str) -> int:
     return n
 
 
-def relaunch(nproc: int, argv: list[str]) -> int:
-    """Run ``python -m duotune.trainer.commands.cli <argv>`` in ``nproc`` processes per node under torchrun."""
+def relaunch(nproc: int, argv: list[str], output_dir: str | None = None) -> int:
+    """Run ``python -m duotune.trainer.commands.cli <argv>`` in ``nproc`` processes per node under torchrun.
+
+    This process holds the output_dir lock for the whole run (node 0's, on several nodes) and tells the
+    workers so, since they cannot take it themselves while it is held."""
+    import contextlib
+
+    from duotune.trainer.run.lock import LOCK_HOLDER_ENV, OutputDirLock
+
+    holds_lock = output_dir and os.environ.get("NODE_RANK", "0") == "0"
+    lock = OutputDirLock(output_dir) if holds_lock else contextlib.nullcontext()
+    with lock:
+        env = dict(os.environ, **({LOCK_HOLDER_ENV: str(os.getpid())} if holds_lock else {}))
+        return _torchrun(nproc, argv, env)
+
+
+def _torchrun(nproc: int, argv: list[str], env: dict[str, str]) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
     nnodes = int(os.environ.get("NNODES", "1"))
     if nnodes > 1:
@@ -71,7 +86,7 @@ def relaunch(nproc: int, argv: list[str]) -> int:
     old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
     old_term = signal.signal(signal.SIGTERM, forward)
     try:
-        child = subprocess.Popen(cmd)
+        child = subprocess.Popen(cmd, env=env)
         return child.wait()
     finally:
         signal.signal(signal.SIGINT, old_int)

@@ -9,6 +9,7 @@ different backends can be compared exactly.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -29,6 +30,13 @@ __all__ = [
 ]
 
 TRAINER_LOG = "trainer_log.jsonl"
+
+
+def _number(value) -> float | None:
+    """A float for the log, or None for NaN / inf: strict JSON readers reject bare NaN and Infinity,
+    and a missing value is what a non-finite one is to a plot or a comparison."""
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -79,13 +87,13 @@ def make_log_callback(output_dir: str | Path):
             remaining = elapsed / done * max(total - step, 0)
             line: dict[str, Any] = {"current_steps": step, "total_steps": total}
             if "loss" in logs:
-                line["loss"] = float(logs["loss"])
+                line["loss"] = _number(logs["loss"])
                 if logs.get("grad_norm") is not None:
-                    line["grad_norm"] = float(logs["grad_norm"])
+                    line["grad_norm"] = _number(logs["grad_norm"])
                 lr = self.step_lr if self.step_lr is not None else logs.get("learning_rate", 0.0)
-                line["learning_rate"] = float(lr)
+                line["learning_rate"] = _number(lr)
             if "eval_loss" in logs:
-                line["eval_loss"] = float(logs["eval_loss"])
+                line["eval_loss"] = _number(logs["eval_loss"])
             line.update(
                 {
                     "epoch": float(state.epoch or 0.0),
@@ -95,7 +103,7 @@ def make_log_callback(output_dir: str | Path):
                 }
             )
             with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(line) + "\n")
+                f.write(json.dumps(line, allow_nan=False) + "\n")
 
     return TrainerLogCallback()
 
@@ -128,7 +136,7 @@ def plot_losses(output_dir: str | Path) -> list[Path]:
         ("loss", "training_loss.png", "training loss"),
         ("eval_loss", "training_eval_loss.png", "evaluation loss"),
     ):
-        points = [(r["current_steps"], r[key]) for r in rows if key in r]
+        points = [(r["current_steps"], r[key]) for r in rows if r.get(key) is not None]
         if not points:
             continue
         steps, values = zip(*points, strict=True)

@@ -3,11 +3,13 @@
 
 Everything that can be wrong with the user's input (recipe, device, output dir, data, model folder,
 training settings) is checked before the output directory is written to, so a refused run leaves
-nothing behind. ``run_training`` reads as the list of steps; each step is a function below it.
+nothing behind. The output_dir lock is taken first, so a second run into the same folder is refused at
+once. ``run_training`` reads as the list of steps; each step is a function below it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
@@ -42,28 +44,34 @@ class _Run:
     source: Any = None
     tokenizer: Any = None
     template_desc: str = ""
+    data_fingerprint: str = ""
     train_ds: Any = None
     eval_ds: Any = None
     model: Any = None
     use_swanlab: bool = False
     stop: Any = None  # the GracefulStop signal handlers of trainer.train()
+    guard: Any = None  # the NonFiniteGuard watching every update
+    trainer: Any = None
+    opened: bool = False  # output_dir has been written to (run_status.json says how the run ends)
+    swanlab_started: bool = False
 
 
 def run_training(recipe: Recipe, recipe_path: Path) -> RunResult:
     """Train, save everything to output_dir, and hand back what an in-process caller may inspect."""
     run = plan_run(recipe, recipe_path)
-    check_output(run)
-    load_tokenizer(run)
-    prepare_examples(run)
-    args = training_arguments(run)
-    load_model_with_lora(run)
-    describe_schedule(run)
-    # ---- nothing above wrote to output_dir; from here on the run is real
-    open_output_dir(run)
-    trainer = build_trainer(run, args)
-    result = train(run, trainer)
-    save_results(run, trainer, result)
-    return RunResult(run.out, run.model, trainer, dict(result.metrics))
+    with output_dir_locked(run):  # and run_status.json says how the run ended, whatever ends it
+        check_output(run)
+        load_tokenizer(run)
+        prepare_examples(run)
+        args = training_arguments(run)
+        load_model_with_lora(run)
+        describe_schedule(run)
+        # ---- nothing above wrote to output_dir; from here on the run is real
+        open_output_dir(run)
+        trainer = build_trainer(run, args)
+        result = train(run, trainer)
+        save_results(run, trainer, result)
+        return RunResult(run.out, run.model, trainer, dict(result.metrics))
 
 
 # --------------------------------------------------------------------------------------------- steps
@@ -80,7 +88,36 @@ def plan_run(recipe: Recipe, recipe_path: Path) -> _Run:
     for key, value in plan.lines(framework.describe()):
         kv(key, value)
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    for note in plan.backend.preflight(world):  # before anything touches the device or the collectives
+        kv("backend", note)
     return _Run(recipe, plan, framework, Path(recipe.output_dir), world=world)
+
+
+@contextlib.contextmanager
+def output_dir_locked(run: _Run):
+    """Hold output_dir's lock for the whole run; once output_dir is written to, record in
+    run_status.json how the run ended (completed, interrupted, diverged, failed)."""
+    from duotune.trainer.run.lifecycle import write_failure
+    from duotune.trainer.run.lock import lock_for_run
+
+    lock = lock_for_run(run.out).acquire()
+    if lock.took_over:
+        echo(f"output_dir lock of an earlier run that died (pid {lock.took_over.get('pid')}) taken over")
+    try:
+        yield
+        _record_status(run, "completed", exit_code=0)
+    except BaseException as e:
+        error = e
+        if isinstance(e, OSError) and _inside(e.filename, run.out):  # e.g. trainer_log.jsonl on a full disk
+            error = write_failure(e, run.out, "to output_dir") or e
+        _record_failure(run, error)
+        _close_progress_bar(run)
+        _finish_swanlab(run, failed=True)
+        if error is not e:
+            raise error from None
+        raise
+    finally:
+        lock.release()
 
 
 def check_output(run: _Run) -> None:
@@ -108,12 +145,18 @@ def load_tokenizer(run: _Run) -> None:
 
 def prepare_examples(run: _Run) -> None:
     """Encode the datasets (rank 0 first; the others read its cache) and split off validation."""
-    from duotune.trainer.data.prepare import describe_data, prepare_data, split_validation
+    from duotune.trainer.data.prepare import (
+        describe_data,
+        examples_fingerprint,
+        prepare_data,
+        split_validation,
+    )
 
     with main_process_first(run.plan.backend):
         data = prepare_data(run.recipe, run.tokenizer)
     for key, value in describe_data(data, run.template_desc):
         kv(key, value)
+    run.data_fingerprint = examples_fingerprint(data.dataset)
     if data.num_examples == 0:
         raise UserError(
             "no example has a learned token (see 'dropped' above); check the data or raise cutoff_len"
@@ -188,26 +231,40 @@ def open_output_dir(run: _Run) -> None:
     from duotune.trainer.run.outputs import clear_previous_run, write_run_config, write_run_info
 
     run.out.mkdir(parents=True, exist_ok=True)
+    run.opened = True
     if is_main_process():
         if run.recipe.overwrite_output_dir and not run.resume:
             clear_previous_run(run.out)
+        _record_status(run, "running")
         write_run_config(run.out, run.recipe)
-        write_run_info(run.out, run.plan, run.framework)
+        write_run_info(run.out, run.plan, run.framework, data_fingerprint=run.data_fingerprint)
 
 
 def build_trainer(run: _Run, args):
     """The collator, the callbacks (log, lifecycle, SwanLab) and the Trainer."""
     from duotune.collators import Seq2SeqCollator
     from duotune.trainer.run.framework import make_trainer
+    from duotune.trainer.run.guard import NonFiniteGuard, make_guard_callback
     from duotune.trainer.run.lifecycle import GracefulStop, make_lifecycle_callback
     from duotune.trainer.run.tracking import make_log_callback, start_swanlab
 
     recipe = run.recipe
     collator = Seq2SeqCollator.from_tokenizer(run.tokenizer, pad_to_multiple_of=recipe.pad_to_multiple_of)
     run.stop = GracefulStop()
-    callbacks: list = [make_log_callback(run.out), make_lifecycle_callback(run.stop)]
+    run.guard = NonFiniteGuard(
+        allowed_skips=recipe.skip_nonfinite_steps,
+        precision=run.plan.precision,
+        learning_rate=recipe.learning_rate,
+        max_grad_norm=recipe.max_grad_norm,
+    )
+    callbacks: list = [
+        make_log_callback(run.out),
+        make_lifecycle_callback(run.stop, recipe.save_total_limit),
+        make_guard_callback(run.guard),
+    ]
     if run.use_swanlab and is_main_process():
         mode, why = start_swanlab(recipe, run.out)
+        run.swanlab_started = mode != "disabled"
         kv("swanlab", f"{mode} ({why})")
         if mode != "disabled" and not run.framework.has_swanlab_integration:
             from swanlab.integration.transformers import SwanLabCallback
@@ -215,7 +272,7 @@ def build_trainer(run: _Run, args):
             callbacks.append(SwanLabCallback())
     if recipe.pissa_init and not (run.out / "pissa_init").is_dir():
         run.model.save_pretrained(str(run.out / "pissa_init"))  # the reference for converting PiSSA back
-    return make_trainer(
+    run.trainer = make_trainer(
         run.framework,
         model=run.model,
         args=args,
@@ -225,17 +282,34 @@ def build_trainer(run: _Run, args):
         tokenizer=run.tokenizer,
         callbacks=callbacks,
         loraplus_lr_ratio=recipe.loraplus_lr_ratio,
+        guard=run.guard,
     )
+    return run.trainer
 
 
 def train(run: _Run, trainer):
-    """The Trainer's loop; a first Ctrl-C / SIGTERM ends it after a checkpoint (raises Interrupted)."""
-    from duotune.trainer.run.lifecycle import Interrupted, last_complete_checkpoint
+    """The Trainer's loop; a first Ctrl-C / SIGTERM ends it after a checkpoint (raises Interrupted).
 
-    with run.stop:
-        result = trainer.train(resume_from_checkpoint=run.resume)
+    A checkpoint that cannot be written ends the run with WriteFailed; its half-written folder is removed
+    and the last complete checkpoint stays the one to resume from."""
+    from duotune.trainer.run.lifecycle import (
+        Interrupted,
+        last_complete_checkpoint,
+        remove_incomplete_checkpoints,
+        write_failure,
+    )
+
+    try:
+        with run.stop:
+            result = trainer.train(resume_from_checkpoint=run.resume)
+    except Exception as e:
+        failure = write_failure(e, run.out, f"checkpoint or log at step {trainer.state.global_step}")
+        if failure is None:
+            raise
+        if is_main_process():
+            remove_incomplete_checkpoints(run.out)
+        raise failure from None
     if run.stop.signum is not None:
-        _finish_swanlab(run)
         raise Interrupted(run.stop.signum, trainer.state.global_step, last_complete_checkpoint(run.out))
     memory = run.plan.backend.memory_stats()
     if memory:
@@ -246,14 +320,24 @@ def train(run: _Run, trainer):
 def save_results(run: _Run, trainer, result) -> None:
     """Adapter, trainer state, metrics, the final evaluation, tokenizer and plots."""
     from duotune.trainer.model.load import save_tokenizer
-    from duotune.trainer.run.outputs import RUN_CONFIG
+    from duotune.trainer.run.lifecycle import write_failure
+    from duotune.trainer.run.outputs import RUN_CONFIG, staged_into
     from duotune.trainer.run.tracking import plot_losses
 
-    trainer.save_model(str(run.out))
-    if run.recipe.pissa_init:
-        run.model.save_pretrained(
-            str(run.out), path_initial_model_for_weight_conversion=str(run.out / "pissa_init")
-        )
+    try:
+        # written into a staging folder and moved into place file by file: a failed or killed save never
+        # leaves a truncated adapter_model.safetensors that looks like a finished one
+        with staged_into(run.out, enabled=is_main_process()) as stage:
+            trainer.save_model(str(stage))
+            if run.recipe.pissa_init:
+                run.model.save_pretrained(
+                    str(stage), path_initial_model_for_weight_conversion=str(run.out / "pissa_init")
+                )
+    except Exception as e:
+        failure = write_failure(e, run.out, "the final adapter")
+        if failure is None:
+            raise
+        raise failure from None
     trainer.save_state()
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
@@ -264,6 +348,8 @@ def save_results(run: _Run, trainer, result) -> None:
     save_tokenizer(run.tokenizer, run.out)
     plots = plot_losses(run.out) if run.recipe.plot_loss else []
     _finish_swanlab(run)
+    if run.guard.skipped:
+        kv("note", f"updates skipped for a non-finite loss or gradient: steps {run.guard.skipped}")
     written = [
         "adapter_model.safetensors",
         "adapter_config.json",
@@ -289,20 +375,79 @@ def _final_evaluation(trainer) -> None:
     trainer.save_metrics("eval", metrics)
 
 
-def _finish_swanlab(run: _Run) -> None:
-    if run.use_swanlab and is_main_process():
-        import swanlab
+def _finish_swanlab(run: _Run, failed: bool = False) -> None:
+    if not (run.swanlab_started and is_main_process()):
+        return
+    run.swanlab_started = False
+    import swanlab
 
+    try:
+        swanlab.finish(state="crashed" if failed else "success")
+    except TypeError:  # older swanlab: no state argument
         swanlab.finish()
 
 
+def _inside(filename, folder: Path) -> bool:
+    if not filename:
+        return False
+    try:
+        return Path(os.fsdecode(filename)).resolve().is_relative_to(folder.resolve())
+    except (OSError, ValueError):
+        return False
+
+
+def _close_progress_bar(run: _Run) -> None:
+    """End the Trainer's progress bar line, so an error printed next starts a line of its own."""
+    if run.trainer is None:
+        return
+    for callback in run.trainer.callback_handler.callbacks:
+        bar = getattr(callback, "training_bar", None)
+        if bar is not None:
+            bar.close()
+            callback.training_bar = None
+
+
+def _record_status(run: _Run, status: str, exit_code: int | None = None, message: str | None = None) -> None:
+    if not (run.opened and is_main_process()):
+        return  # a run refused before it wrote anything leaves nothing behind, a status file included
+    from duotune.trainer.run.outputs import write_run_status
+
+    state = run.trainer.state if run.trainer is not None else None
+    step = state.global_step if state is not None else 0
+    total = state.max_steps if state is not None and state.max_steps else None
+    try:
+        write_run_status(run.out, status, step=step, total_steps=total, exit_code=exit_code, message=message)
+    except OSError:
+        pass  # the run's own error (a full disk, say) is the one to report
+
+
+def _record_failure(run: _Run, error: BaseException) -> None:
+    from duotune.trainer.common.errors import EXIT_USER_ERROR, UserError, first_line
+    from duotune.trainer.run.guard import Diverged
+    from duotune.trainer.run.lifecycle import Interrupted
+
+    if isinstance(error, Interrupted):
+        _record_status(run, "interrupted", exit_code=error.exit_code, message=str(error))
+    elif isinstance(error, Diverged):
+        _record_status(run, "diverged", exit_code=error.exit_code, message=first_line(error))
+    elif isinstance(error, UserError):
+        _record_status(run, "failed", exit_code=EXIT_USER_ERROR, message=first_line(error))
+    elif isinstance(error, KeyboardInterrupt):
+        _record_status(run, "interrupted", exit_code=130, message="interrupted")
+    else:
+        _record_status(run, "failed", exit_code=1, message=f"{type(error).__name__}: {first_line(error)}")
+
+
 def _resolve_resume(recipe: Recipe) -> str | None:
-    from duotune.trainer.run.lifecycle import check_checkpoint, last_complete_checkpoint
+    from duotune.trainer.run.lifecycle import check_checkpoint, unmark_damaged, usable_checkpoint
 
     if not recipe.resume_from_checkpoint:
         return None
     if recipe.resume_from_checkpoint == "auto":
-        last = last_complete_checkpoint(recipe.output_dir)
+        last, passed_over = usable_checkpoint(recipe.output_dir)
+        for note in passed_over:
+            echo(note)
+        unmark_damaged(recipe.output_dir, until=last)
         if last is None:
             echo(f"no complete checkpoint in {recipe.output_dir} to resume from: starting from the beginning")
             return None

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from duotune.trainer.run.lock import lock_holder
+from duotune.trainer.run.outputs import read_run_status
 
 __all__ = [
     "CONSOLE_LOG",
@@ -34,65 +36,12 @@ START_MARK = "[duotune web] "
 TERMINAL = ("completed", "interrupted", "failed", "diverged", "died")
 
 
-# ------------------------------------------------------------------------------------------------
-# The lock and run-status contracts of duotune.trainer.run (lock_holder, read_run_status). Until both
-# modules exist in this checkout, the same files are read here the way the contract describes them.
-
-
-def lock_holder(output_dir: str | Path) -> dict | None:
-    """The holder's info ({pid, host, started, command}) while a live process holds output_dir's lock."""
-    try:
-        from duotune.trainer.run.lock import lock_holder as holder  # type: ignore[import-not-found]
-    except ImportError:
-        holder = _lock_holder_fallback
-    return holder(output_dir)
-
-
-def read_run_status(output_dir: str | Path) -> dict | None:
-    """``output_dir/run_status.json``; "running" with a dead pid reads as "died"."""
-    try:
-        from duotune.trainer.run.outputs import read_run_status as reader  # type: ignore[attr-defined]
-    except ImportError:
-        reader = _read_run_status_fallback
-    return reader(output_dir)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _read_json(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _lock_holder_fallback(output_dir: str | Path) -> dict | None:
-    info = _read_json(Path(output_dir) / ".duotune.lock")
-    if not info or not isinstance(info.get("pid"), int):
-        return None
-    if info.get("host") not in (None, socket.gethostname()):
-        return info  # another machine's process: cannot be checked from here, assume it is alive
-    return info if _pid_alive(info["pid"]) else None
-
-
-def _read_run_status_fallback(output_dir: str | Path) -> dict | None:
-    status = _read_json(Path(output_dir) / "run_status.json")
-    if not status:
-        return None
-    pid = status.get("pid")
-    same_host = status.get("host") in (None, socket.gethostname())
-    if status.get("status") == "running" and isinstance(pid, int) and same_host and not _pid_alive(pid):
-        status = dict(status, status="died")
-    return status
 
 
 # ------------------------------------------------------------------------------------------------

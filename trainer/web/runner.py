@@ -75,22 +75,19 @@ def train_command(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "duotune.trainer.commands.cli", "train", *args]
 
 
-def busy_message(output_dir: str | Path) -> str | None:
-    """Why a new run cannot start in output_dir now (a live run holds it), else None."""
+def check_free(output_dir: str | Path) -> None:
+    """Refuse an output_dir a live run holds, with the CLI's own message (the lock is taken and released
+    at once: a held lock refuses it exactly as it refuses a second `train`)."""
+    from duotune.trainer.run.lock import OutputDirLock
+
     mine = launched(output_dir)
     if mine is not None and mine.alive:
-        return (
+        raise UserError(
             f"output_dir {output_dir} is in use by the run this UI started (pid {mine.popen.pid}): "
             "wait for it to finish or abort it"
         )
-    holder = lock_holder(output_dir)
-    if holder:
-        since = f" since {holder['started']}" if holder.get("started") else ""
-        return (
-            f"output_dir {output_dir} is in use by pid {holder.get('pid')} on {holder.get('host', '?')}{since} "
-            f"({holder.get('command', 'train')}): wait for it to finish or abort it, or choose another output_dir"
-        )
-    return None
+    with OutputDirLock(output_dir, command="duotune web (checking that output_dir is free)"):
+        pass
 
 
 def start(
@@ -107,10 +104,8 @@ def start(
     already holds output_dir.
     """
     with _GUARD:  # two clicks (or two tabs) at once start one run
-        busy = busy_message(output_dir)
-        if busy:
-            raise UserError(busy)
         out = Path(cwd or ".") / output_dir if not Path(output_dir).is_absolute() else Path(output_dir)
+        check_free(out)
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
