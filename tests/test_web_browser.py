@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -65,7 +64,7 @@ def server(tmp_path_factory):
         cwd=root,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=dict(os.environ, SWANLAB_MODE="disabled"),
+        env=dict(os.environ),
     )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 120
@@ -135,6 +134,8 @@ def _fill(page, elem_id: str, text: str) -> None:
     box = page.locator(f"#{elem_id} input, #{elem_id} textarea").first
     box.fill(text)
     box.press("Tab")
+    if page.locator("ul[role=listbox]").count():  # a dropdown typed into: close its list
+        page.locator("#title").click()
 
 
 def _choose(page, elem_id: str, option: str) -> None:
@@ -209,15 +210,17 @@ def _wait_drawn(page, selector: str, rgb: tuple[int, int, int], timeout: float =
     pytest.fail(f"{selector} shows no curve ({count} pixels of {rgb})")
 
 
-def _screenshot(page, name: str, tmp: Path, *must_show: str) -> Path:
-    """A full-page screenshot that is not blank and shows the given elements."""
+def _screenshot(page, name: str, tmp: Path, *must_show: str, docs: str = "viewport") -> Path:
+    """A full-page screenshot that is not blank and shows the given elements. With DUOTUNE_SCREENSHOTS
+    set, the part worth showing (``docs``: an element, or the viewport) is also saved there."""
+    import numpy as np
     from PIL import Image, ImageStat
 
     path = tmp / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     img = Image.open(path).convert("RGB")
-    small = img.resize((img.width // 8, img.height // 8))
-    colors = len(set(small.getdata()))
+    small = np.asarray(img.resize((img.width // 8, img.height // 8))).reshape(-1, 3)
+    colors = len(np.unique(small, axis=0))
     spread = max(ImageStat.Stat(img).stddev)
     assert img.width >= 1200 and img.height >= 600 and colors > 50 and spread > 10, (name, colors, spread)
     for selector in must_show:
@@ -225,8 +228,12 @@ def _screenshot(page, name: str, tmp: Path, *must_show: str) -> Path:
         assert box and box["width"] > 20 and box["height"] > 10, (name, selector, box)
         assert box["y"] + box["height"] <= img.height, (name, selector)
     if SCREENSHOTS:
-        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, Path(SCREENSHOTS) / path.name)
+        target = Path(SCREENSHOTS) / f"{name}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shot = page.screenshot() if docs == "viewport" else page.locator(docs).first.screenshot()
+        from io import BytesIO
+
+        Image.open(BytesIO(shot)).convert("RGB").quantize(colors=256).save(target, optimize=True)
     return path
 
 
@@ -251,7 +258,7 @@ def test_train_watch_abort_resume_and_chat_in_a_real_browser(server, browser, tm
     _wait(page, "() => document.querySelector('#learning_rate')?.innerText.includes('学习率')")
     assert "峰值学习率" in page.locator("#learning_rate").inner_text()
     assert page.locator("#start_btn").inner_text().strip() == "开始"
-    _screenshot(page, "web-zh", tmp_path, "#lang", "#model_name_or_path", "#start_btn")
+    _screenshot(page, "web-zh", tmp_path, "#lang", "#model_name_or_path", "#start_btn")  # the top of the page
     _choose(page, "lang", "English")
     _wait(page, "() => document.querySelector('#start_btn')?.innerText.trim() === 'Start'")
 
@@ -282,7 +289,7 @@ def test_train_watch_abort_resume_and_chat_in_a_real_browser(server, browser, tm
     _open_accordion(page, "advanced_train")
     _fill(page, "save_steps", "2")
     _open_accordion(page, "group_tracking")
-    _fill(page, "report_to", "none")
+    _choose(page, "swanlab_mode", "offline")  # SwanLab records the run, offline, in output_dir/swanlog
     page.locator("#data_preview_btn").click()
     page.wait_for_selector("#data_preview", state="visible", timeout=120_000)
     _wait(page, "() => document.querySelector('#data_stats')?.innerText.includes('learned')")
@@ -292,14 +299,15 @@ def test_train_watch_abort_resume_and_chat_in_a_real_browser(server, browser, tm
     assert learned.count() >= 3
     assert "example 1" in page.locator("#data_preview").inner_text()
     page.locator("#data_preview").scroll_into_view_if_needed()
-    _screenshot(page, "web-preview", tmp_path, "#data_preview", "#data_stats")
+    _screenshot(page, "web-preview", tmp_path, "#data_preview", "#data_stats", docs="#group_data")
 
     # the command the UI runs, and its YAML, before starting
     page.locator("#command_show").click()
-    expected = "train output_dir=saves/run-a max_steps=4 save_steps=2 report_to=none"
+    expected = "train output_dir=saves/run-a max_steps=4 save_steps=2 swanlab_mode=offline"
     _wait(page, f"() => document.querySelector('#command_preview')?.innerText.includes({expected!r})")
     _open_accordion(page, "secrets_acc")
-    _fill(page, "hf_token", SECRET)
+    for elem_id in ("hf_token", "modelers_token", "swanlab_api_key"):
+        _fill(page, elem_id, SECRET)
     page.locator("#start_btn").click()
     _wait(page, f"() => document.querySelector('#run_notice')?.innerText.includes({expected!r})")
     done = _wait_status(page, "completed")
@@ -321,12 +329,24 @@ def test_train_watch_abort_resume_and_chat_in_a_real_browser(server, browser, tm
         3,
         4,
     ]
-    _screenshot(page, "web-train", tmp_path, "#progress", "#loss_plot", "#lr_plot", "#run_log")
+    page.locator("#recipe_acc > button.label-wrap").click()  # fold the command and YAML away again
+    _screenshot(
+        page, "web-train", tmp_path, "#progress", "#loss_plot", "#lr_plot", "#run_log", docs="#run_box"
+    )
+
+    assert (run_a / "swanlog").is_dir()
+
+    # the form saved as a recipe file; from now on the command line names that file
+    _fill(page, "recipe_save_path", "my-recipe.yaml")
+    page.locator("#recipe_save").click()
+    _wait(page, "() => document.querySelector('#recipe_status')?.innerText === 'Saved my-recipe.yaml'")
+    assert "max_steps: 4" in (root / "my-recipe.yaml").read_text()
 
     # a second run: started, the page closed and opened again (it re-attaches), aborted, resumed
     _fill(page, "output_dir", "saves/run-b")
     _fill(page, "max_steps", "12")
     _fill(page, "save_steps", "100")
+    _fill(page, "report_to", "none")
     page.locator("#start_btn").click()
     _wait(page, "() => document.querySelector('#run_notice')?.innerText.includes('saves/run-b')")
     run_b = root / "saves" / "run-b"
@@ -362,7 +382,8 @@ def test_train_watch_abort_resume_and_chat_in_a_real_browser(server, browser, tm
         line for line in (run_b / "console.log").read_text().splitlines() if line.startswith("[duotune web] ")
     ]
     assert len(starts) == 2 and starts[1].endswith(
-        f"$ train output_dir=saves/run-b max_steps=12 save_steps=100 resume_from_checkpoint={checkpoint} report_to=none"
+        f"$ train --config my-recipe.yaml output_dir=saves/run-b max_steps=12 save_steps=100 "
+        f"resume_from_checkpoint={checkpoint} report_to=none"
     )
 
     # chat with the adapter, side by side with the base model
@@ -386,7 +407,41 @@ def test_train_watch_abort_resume_and_chat_in_a_real_browser(server, browser, tm
             timeout=120_000,
         )
     assert "I can't sleep at night." in page.locator("#chat_tuned").inner_text()
-    _screenshot(page, "web-chat", tmp_path, "#chat_base", "#chat_tuned")
+    _screenshot(page, "web-chat", tmp_path, "#chat_base", "#chat_tuned", docs="#tab_chat")
+
+    # evaluate the adapter (duotune eval), export it merged and verified (duotune merge --verify)
+    page.locator("button[role=tab]:has-text('Evaluate')").click()
+    _fill(page, "eval_adapter", "saves/run-a")
+    _fill(page, "eval_max_samples", "4")
+    page.locator("#eval_btn").click()
+    _wait(
+        page,
+        "() => document.querySelector('#eval_result')?.innerText.includes('perplexity')",
+        timeout=120_000,
+    )
+    results = json.loads((run_a / "eval_results.json").read_text())
+    assert results["examples"] == 4
+    assert f"loss {results['loss']:.4f}" in page.locator("#eval_result").inner_text()
+    assert (
+        page.locator("#eval_command").inner_text().strip().endswith("--output saves/run-a/eval_results.json")
+    )
+    page.locator("button[role=tab]:has-text('Export')").click()
+    _fill(page, "export_adapter", "saves/run-a")
+    _fill(page, "export_dir", "merged/run-a")
+    page.locator("#export_btn").click()
+    _wait(
+        page,
+        "() => document.querySelector('#export_result')?.innerText.includes('verified')",
+        timeout=120_000,
+    )
+    assert (root / "merged" / "run-a" / "config.json").is_file()
+
+    # the runs in saves/, with their status and final loss
+    page.locator("button[role=tab]:has-text('Runs')").click()
+    _wait(page, "() => document.querySelector('#runs_table')?.innerText.includes('saves/run-b')")
+    table = page.locator("#runs_table").inner_text()
+    losses = [r["loss"] for r in read_jsonl(run_a / "trainer_log.jsonl") if "loss" in r]
+    assert "Completed" in table and f"{losses[-1]:.4f}" in table
 
     # no token anywhere: runs, recipes, the UI's own state, the server's log
     page.close()

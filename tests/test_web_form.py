@@ -154,6 +154,18 @@ def test_a_new_recipe_key_appears_in_the_form_with_its_type_default_choices_and_
         form._CACHE.clear()
 
 
+def test_every_recipe_key_has_an_english_and_a_chinese_label_and_help():
+    from duotune.trainer.web.locales import RECIPE, recipe_help, recipe_label
+
+    for key, f in recipe_fields().items():
+        assert key in RECIPE, f"{key}: add its labels and Chinese help to trainer/web/locales.py"
+        assert (
+            recipe_label(key, "en") and recipe_label(key, "zh") and recipe_help(key, "zh", f.metadata["help"])
+        )
+        assert recipe_help(key, "en", f.metadata["help"]) == f.metadata["help"].replace("`", "")
+        assert any("\u4e00" <= ch <= "\u9fff" for ch in recipe_help(key, "zh", "")), key
+
+
 def test_invalid_values_give_the_clis_message_inline():
     with pytest.raises(FormError, match=r"^expected a number, got 'fast'$"):
         from_form("learning_rate", "fast")
@@ -412,3 +424,125 @@ def test_the_ui_refuses_an_output_dir_another_run_holds_with_the_clis_message(tm
         "`train output_dir=busy`); wait for it to finish, stop it, or choose another output_dir"
     )
     assert not out.exists()  # nothing was started, nothing was written (the lock's folder is gone again)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the form checked as `train` checks it
+
+
+def _demo_form(**changes):
+    base, _ = file_values(default_recipe_path())
+    form_values = {k: to_form(k, v) for k, v in base.items()}
+    form_values.update(changes)
+    return form_values
+
+
+def test_start_refuses_what_train_refuses_in_its_words_and_names_the_fields(tmp_path):
+    from duotune.trainer.web.checks import Invalid, prepare_run
+
+    with pytest.raises(Invalid) as bad:
+        prepare_run(None, None, _demo_form(learning_rate="fast", lora_rank=-1), for_start=True)
+    assert bad.value.command == "train lora_rank=-1 learning_rate=fast"
+    assert bad.value.lines == [
+        "recipe " + str(default_recipe_path()) + ": 2 problems (fix them and run again)",
+        "  - 'learning_rate' (command line): expected a number, got 'fast'",
+        "  - 'lora_rank': must be > 0, got -1",
+    ]  # what `train lora_rank=-1 learning_rate=fast` prints
+    assert set(bad.value.errors) == {"learning_rate", "lora_rank"}
+
+    missing = tmp_path / "nope.json"
+    with pytest.raises(Invalid) as bad:
+        prepare_run(
+            None, None, _demo_form(dataset=str(missing), output_dir=str(tmp_path / "o")), for_start=True
+        )
+    assert bad.value.lines == [
+        f"dataset '{missing}' does not exist (relative paths are read from the current directory)"
+    ]
+    assert list(bad.value.errors) == ["dataset"]
+    # the same form is fine for a preview of the command (paths are checked when it starts)
+    args, cmd, yaml_text, recipe = prepare_run(None, "1", _demo_form(dataset=str(missing)), for_start=False)
+    assert cmd == command_line(["dataset=" + str(missing)]) and recipe.dataset == [str(missing)]
+
+
+def test_start_checks_the_output_dir_and_the_checkpoint_as_train_does(tmp_path):
+    from duotune.trainer.web.checks import Invalid, prepare_run
+
+    out = tmp_path / "used"
+    (out / "checkpoint-3").mkdir(parents=True)
+    with pytest.raises(Invalid) as bad:
+        prepare_run(None, None, _demo_form(output_dir=str(out), overwrite_output_dir=False), for_start=True)
+    assert bad.value.lines[0].startswith(f"output_dir {out} already holds a run (checkpoint-3, ...)")
+    assert list(bad.value.errors) == ["output_dir"]
+    form_values = _demo_form(output_dir=str(out), resume_from_checkpoint=str(out / "checkpoint-3"))
+    with pytest.raises(Invalid) as bad:
+        prepare_run(None, None, form_values, for_start=True)
+    assert bad.value.lines[0].startswith(
+        f"resume_from_checkpoint {out / 'checkpoint-3'} is not a checkpoint folder"
+    )
+    assert list(bad.value.errors) == ["resume_from_checkpoint"]
+
+
+def test_model_source_and_hub_cache_state(tmp_path, monkeypatch):
+    from duotune.trainer.web.info import model_source_info
+
+    text, err = model_source_info({"model_name_or_path": "demo://tiny-llama"})
+    assert err is None and text.startswith("**Bundled demo model**")
+    text, err = model_source_info({"model_name_or_path": str(tmp_path / "no-model")})
+    assert text == "" and err.startswith(f"model_name_or_path '{tmp_path / 'no-model'}': no such folder")
+
+    cache = tmp_path / "hf-cache"
+    snap = cache / "models--acme--tiny" / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (cache / "models--acme--tiny" / "refs").mkdir()
+    (cache / "models--acme--tiny" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    text, err = model_source_info({"model_name_or_path": "hf://acme/tiny", "cache_dir": str(cache)})
+    assert err is None
+    assert text.splitlines()[0] == "**Hugging Face hub** `acme/tiny` (hub chosen by: hf:// prefix)."
+    assert f"In the local cache: `{snap}`" in text and "Offline mode is on (HF_HUB_OFFLINE=1)" in text
+    text, _ = model_source_info({"model_name_or_path": "hf://acme/other", "cache_dir": str(cache)})
+    assert "⚠ Not in the local cache and HF_HUB_OFFLINE=1 forbids downloading" in text
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    text, _ = model_source_info({"model_name_or_path": "acme/other", "hub": "hf", "cache_dir": str(cache)})
+    assert "downloaded from the Hugging Face hub when the run starts" in text
+
+
+def test_device_and_dataset_information(tmp_path):
+    from duotune.trainer.web.info import dataset_info, device_info
+
+    text, nmax, err = device_info("auto")
+    assert err is None and nmax >= 1
+    assert "✓ **cpu**: always available" in text and "→ cpu" in text
+    assert "✗ **npu**" in text  # and why it is unusable, as `duotune env` says
+    text, err = dataset_info({"dataset": ["demo://counselling"], "dataset_format": "auto"})
+    assert (
+        err is None and text == "- `demo://counselling`: **conversation** (detected), 96 rows read, 96 used"
+    )
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "hi", "output": "hello"}\n{"instruction": "x"}\n')
+    text, err = dataset_info({"dataset": [str(bad)], "dataset_format": "auto"})
+    assert (
+        err
+        == f"{bad} line 2: field output is missing (alpaca format); fix the row or set skip_invalid_rows: true"
+    )
+    text, err = dataset_info({"dataset": [str(bad)], "dataset_format": "auto", "skip_invalid_rows": True})
+    assert text == f"- `{bad}`: **alpaca** (detected), 2 rows read, 1 used, 1 skipped"
+
+
+def test_a_saved_recipe_runs_as_the_form_stands_and_holds_no_secret(tmp_path):
+    from duotune.trainer.web.checks import Invalid, save_recipe
+
+    form_values = _demo_form(max_steps=3, experiment_name="true", lora_target="q_proj, v_proj")
+    path = save_recipe(form_values, tmp_path / "mine.yaml")
+    saved, _ = load_recipe(path)
+    expected, _ = load_recipe(
+        None, parse_overrides(["max_steps=3", "experiment_name='true'", "lora_target=q_proj,v_proj"])
+    )
+    assert saved == expected
+    assert path.read_text().startswith(f"# saved by duotune web; run it with: train --config {path}\n")
+    with pytest.raises(UserError, match="is a folder"):
+        save_recipe(form_values, tmp_path)
+    with pytest.raises(Invalid):
+        save_recipe(_demo_form(learning_rate="fast"), tmp_path / "bad.yaml")
+    assert not (tmp_path / "bad.yaml").exists()

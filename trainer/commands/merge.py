@@ -116,10 +116,12 @@ def _verify(out: Path, ids, expected, device: str, dtype: str) -> None:
     diff = float((got - expected).abs().max()) / scale
     bound = VERIFY_TOLERANCE.get(dtype, 1e-4)
     if not diff <= bound:
+        del model
+        shutil.rmtree(out, ignore_errors=True)  # a folder that looks like the model but is not: gone
         raise MergeVerificationError(
-            f"verification failed: the merged model in {out} differs from base + adapter by {diff:.3g} "
-            f"(relative, max over the logits of a {ids.shape[1]}-token prompt; bound {bound:g} for {dtype}); "
-            "do not use it, and report this with the adapter"
+            f"verification failed: the merged model differed from base + adapter by {diff:.3g} (relative, max "
+            f"over the logits of a {ids.shape[1]}-token prompt; bound {bound:g} for {dtype}), so {out} was "
+            "removed; report this with the adapter"
         )
     echo(
         f"verified: reloaded from {out}, it reproduces base + adapter (relative logit difference {diff:.2g}, "

@@ -193,6 +193,11 @@ RECIPE: dict[str, tuple[str, str, str]] = {
         "从一个检查点文件夹继续，或 `auto` 表示输出目录中最新的完整检查点。",
     ),
     "dataloader_num_workers": ("Data loader workers", "数据加载进程数", "组装批次的工作进程数。"),
+    "skip_nonfinite_steps": (
+        "Non-finite steps skipped",
+        "可跳过的非有限步数",
+        "损失或梯度为 NaN/inf 的更新最多可跳过（不应用）这么多次，之后训练以退出码 3 停止；0 表示第一次就停止。",
+    ),
     "deterministic": (
         "Deterministic",
         "确定性训练",
@@ -297,7 +302,7 @@ UI: dict[str, dict[str, dict[str, str]]] = {
     "nproc": {
         "en": {
             "label": "Processes",
-            "info": "Data-parallel processes (torchrun); as many as the device allows",
+            "info": "torchrun data parallel, up to the devices",
         },
         "zh": {"label": "进程数", "info": "torchrun 数据并行，不超过设备数"},
     },

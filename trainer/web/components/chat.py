@@ -84,16 +84,14 @@ def build_chat_tab(manager, lang: str = "en") -> dict:
             c["do_sample"] = manager.add(
                 "do_sample", gr.Checkbox(True, label=L("do_sample"), elem_id="do_sample")
             )
-            c["gen_seed"] = manager.add(
-                "gen_seed", gr.Number(None, precision=0, label=L("gen_seed"), elem_id="gen_seed")
-            )
+            c["gen_seed"] = manager.add("gen_seed", gr.Textbox("", label=L("gen_seed"), elem_id="gen_seed"))
     with gr.Row(equal_height=True):
         c["chat_base"] = manager.add("chat_base", gr.Chatbot(
             [], label=L("chat_base"), elem_id="chat_base", visible=False, height=360))  # fmt: skip
         c["chat_tuned"] = manager.add(
             "chat_tuned", gr.Chatbot([], label=L("chat_tuned"), elem_id="chat_tuned", height=360)
         )
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=False, elem_classes=["dt-buttons"]):
         c["chat_input"] = manager.add("chat_input", gr.Textbox(
             "", label=L("chat_input"), info=L("chat_input", "info"), elem_id="chat_input", scale=6, lines=1))  # fmt: skip
         c["chat_send"] = manager.add(
@@ -155,10 +153,13 @@ def build_chat_tab(manager, lang: str = "en") -> dict:
             hist[side] += [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
         yield hist["left"], hist["right"], "", gr.skip()
         with _LOCK:
-            if seed not in (None, ""):
+            if str(seed or "").strip():
                 from transformers import set_seed
 
-                set_seed(int(seed))
+                try:
+                    set_seed(int(str(seed).strip()))
+                except ValueError:
+                    pass  # not a number: sample without a fixed seed
             for side, with_adapter in sides:
                 chat = Chat(lm, settings, system=str(system or "").strip() or None)
                 chat.history = [{"role": m["role"], "content": _content(m)} for m in hist[side][:-2]]

@@ -34,10 +34,11 @@ def eval_args(
     for spec in [s.strip() for s in str(dataset or "").split(",") if s.strip()]:
         args += ["--dataset", spec]
     args += ["--dataset-format", fmt or "auto"]
-    if cutoff not in (None, ""):
-        args += ["--cutoff-len", str(int(cutoff))]
-    if max_samples not in (None, ""):
-        args += ["--max-samples", str(int(max_samples))]
+    # optional numbers go to the CLI as typed: its own option parsing judges them
+    if str(cutoff or "").strip():
+        args += ["--cutoff-len", str(cutoff).strip()]
+    if str(max_samples or "").strip():
+        args += ["--max-samples", str(max_samples).strip()]
     args += ["--batch-size", str(int(batch or 4)), "--device", device or "auto", "--dtype", dtype or "auto"]
     output = (Path(adapter) if adapter else Path(RUNS_ROOT)) / "eval_results.json"
     return args + ["--output", str(output)], output
@@ -61,10 +62,13 @@ def build_eval_tab(manager, lang: str = "en") -> dict:
     with gr.Row(equal_height=True):
         c["eval_format"] = manager.add("eval_format", gr.Dropdown(
             ["auto", "conversation", "alpaca", "messages"], value="auto", label=L("eval_format"), elem_id="eval_format"))  # fmt: skip
-        c["eval_cutoff"] = manager.add("eval_cutoff", gr.Number(
-            None, precision=0, label=L("eval_cutoff"), info=L("eval_cutoff", "info"), elem_id="eval_cutoff"))  # fmt: skip
-        c["eval_max_samples"] = manager.add("eval_max_samples", gr.Number(
-            None, precision=0, label=L("eval_max_samples"), elem_id="eval_max_samples"))  # fmt: skip
+        c["eval_cutoff"] = manager.add(
+            "eval_cutoff",
+            gr.Textbox("", label=L("eval_cutoff"), info=L("eval_cutoff", "info"), elem_id="eval_cutoff"),
+        )
+        c["eval_max_samples"] = manager.add(
+            "eval_max_samples", gr.Textbox("", label=L("eval_max_samples"), elem_id="eval_max_samples")
+        )
         c["eval_batch"] = manager.add(
             "eval_batch", gr.Number(4, precision=0, label=L("eval_batch"), elem_id="eval_batch")
         )

@@ -16,28 +16,25 @@ from typing import Any
 
 import gradio as gr
 from duotune.trainer.common.errors import UserError
-from duotune.trainer.recipe import configs_dir, default_recipe_path, recipe_fields
+from duotune.trainer.recipe import configs_dir, default_recipe_path
 
 from .. import runner
+from ..checks import Invalid, prepare_run, save_recipe
 from ..form import (
     FormField,
-    command_line,
     display_path,
     file_values,
     form_fields,
     overrides_for,
-    problems_by_key,
     recipe_from_form,
     to_form,
-    train_args,
-    validate_command,
 )
 from ..info import dataset_info, device_info, model_source_info, preview_examples
 from ..locales import message, plain, ui_text
 from ..manager import Manager, advanced_title, group_title
 from .progress import build_progress, loss_frame, lr_frame, progress_html, stats_markdown, status_markdown
 
-__all__ = ["build_train_tab", "check_paths", "prepare_run"]
+__all__ = ["build_train_tab"]
 
 GROUP_ORDER = ("model", "data", "train", "lora", "tracking")
 RUN_KEYS = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint")  # shown with Start
@@ -120,82 +117,6 @@ def field_updates(manager: Manager, lang: str, errors: dict[str, str]) -> list[A
         else:
             updates.append(gr.update(info=Manager.field_texts(fld, lang)["info"], elem_classes=["dt-field"]))
     return updates
-
-
-def _key_of(line: str) -> str | None:
-    """The recipe key a CLI error line is about (``output_dir x ...``, ``--device y: ...``, ``'key' ...``)."""
-    word = line.strip().lstrip("-").strip().split(" ", 1)[0].strip("'\":").replace("-", "_")
-    return word if word in recipe_fields() else None
-
-
-def check_paths(recipe) -> list[str]:
-    """What `train` checks before it loads anything, in its own words: the device and precision, the
-    model source, the dataset files, the checkpoint to resume from, the output_dir."""
-    from duotune.trainer.data.load import resolve_dataset_path
-    from duotune.trainer.model.hub import check_model_folder, parse_model_spec
-    from duotune.trainer.run.lifecycle import check_checkpoint
-    from duotune.trainer.run.outputs import check_output_dir
-    from duotune.trainer.run.plan import make_plan
-
-    problems: list[str] = []
-
-    def attempt(fn) -> None:
-        try:
-            fn()
-        except UserError as e:
-            problems.extend(e.problems or [str(e)])
-
-    attempt(lambda: make_plan(recipe))
-
-    def model() -> None:
-        ref = parse_model_spec(recipe.model_name_or_path, None if recipe.hub == "auto" else recipe.hub)
-        if ref.kind == "local":
-            check_model_folder(
-                ref.path, recipe.model_name_or_path, allow_pickle_weights=recipe.allow_pickle_weights
-            )
-
-    attempt(model)
-    for spec in recipe.dataset:
-        attempt(lambda spec=spec: resolve_dataset_path(spec))
-    if recipe.resume_from_checkpoint and recipe.resume_from_checkpoint != "auto":
-        attempt(lambda: check_checkpoint(Path(recipe.resume_from_checkpoint)))
-    attempt(lambda: check_output_dir(recipe))
-    return problems
-
-
-def prepare_run(config: str | None, nproc: str | None, form: dict[str, Any], *, for_start: bool):
-    """Form -> (args after `train`, command line, YAML, recipe) or raise _Invalid(errors, lines)."""
-    values, errors = recipe_from_form(form)
-    base, _ = file_values(config or default_recipe_path())
-    # a value that does not fit its key goes on the command line as typed, so the CLI's own parser
-    # says what is wrong with it, in its own words
-    typed = {k: f"{k}={'' if form[k] is None else form[k]}" for k in errors}
-    overrides = [o for k in recipe_fields() for o in _override_of(k, base, values, typed)]
-    args = train_args(config, overrides, nproc)
-    cmd = command_line(args)
-    try:
-        recipe = validate_command(config, overrides)
-    except UserError as e:
-        raise _Invalid({**errors, **problems_by_key(e.problems)}, e.problems, cmd) from None
-    if errors:  # the form refused what the CLI accepts: never start on a value the form did not read
-        raise _Invalid(errors, [f"'{k}': {v}" for k, v in errors.items()], cmd)
-    if for_start:
-        problems = check_paths(recipe)
-        if problems:
-            keyed = {k: line for line in problems if (k := _key_of(line))}
-            raise _Invalid(keyed, problems, cmd)
-    return args, cmd, recipe.to_yaml(), recipe
-
-
-def _override_of(key: str, base: dict, values: dict, typed: dict) -> list[str]:
-    if key in typed:
-        return [typed[key]]
-    return overrides_for({key: base.get(key)}, {key: values[key]}) if key in values else []
-
-
-class _Invalid(Exception):
-    def __init__(self, errors: dict[str, str], lines: list[str], command: str = ""):
-        self.errors, self.lines, self.command = errors, lines, command
 
 
 def _error_md(lines: list[str], lang: str) -> str:
@@ -421,35 +342,14 @@ def build_train_tab(manager: Manager, lang_box, lang: str = "en") -> dict[str, A
     )
 
     def on_save(config, save_path, lang, *vals):
-        form = form_of(vals)
-        values_, errors = recipe_from_form(form)
-        if errors:
-            return [
-                gr.skip(),
-                gr.skip(),
-                _error_md([f"'{k}': {v}" for k, v in errors.items()], lang),
-            ] + field_updates(manager, lang, errors)
-        target = Path(str(save_path or "").strip()).expanduser()
-        if not str(save_path or "").strip():
-            return [
-                gr.skip(),
-                gr.skip(),
-                "⚠ give a file name to save the recipe to (e.g. my-recipe.yaml)",
-            ] + [gr.skip()] * len(keys)
-        if target.is_dir():
-            return [gr.skip(), gr.skip(), f"⚠ {target} is a folder; give a file path"] + [gr.skip()] * len(
-                keys
-            )
-        from duotune.trainer.common.files import atomic_write_text
-        from duotune.trainer.recipe import Recipe
-
-        text = Recipe(**values_).to_yaml()  # public_dict: no secret-looking key ever reaches a file
         try:
-            atomic_write_text(
-                target, f"# saved by duotune web; run it with: train --config {target}\n" + text
+            target = save_recipe(form_of(vals), save_path)
+        except Invalid as bad:
+            return [gr.skip(), gr.skip(), _error_md(bad.lines, lang)] + field_updates(
+                manager, lang, bad.errors
             )
-        except OSError as e:
-            return [gr.skip(), gr.skip(), f"⚠ cannot write {target}: {e.strerror}"] + [gr.skip()] * len(keys)
+        except UserError as e:
+            return [gr.skip(), gr.skip(), f"⚠ {e}"] + [gr.skip()] * len(keys)
         shown = display_path(target)
         return [str(target.resolve()), gr.update(value=shown, choices=sorted({*shipped_recipes(), shown})),
                 message("saved", lang, path=shown)] + field_updates(manager, lang, {})  # fmt: skip
@@ -464,7 +364,7 @@ def build_train_tab(manager: Manager, lang_box, lang: str = "en") -> dict[str, A
     def on_preview_command(config, nproc, lang, *vals):
         try:
             _, cmd, yaml_text, _ = prepare_run(config, nproc, form_of(vals), for_start=False)
-        except _Invalid as bad:
+        except Invalid as bad:
             return [gr.update(value=_error_md(bad.lines, lang), visible=True), bad.command or gr.skip(), gr.skip(),
                     gr.update(open=True)] + field_updates(manager, lang, bad.errors)  # fmt: skip
         return [gr.update(value="", visible=False), cmd, yaml_text, gr.update(open=True)] + field_updates(
@@ -485,7 +385,7 @@ def build_train_tab(manager: Manager, lang_box, lang: str = "en") -> dict[str, A
                 recipe.output_dir, args, cmd,
                 secrets={env: tok for (_, env), tok in zip(SECRET_FIELDS, tokens, strict=True) if tok},
             )  # fmt: skip
-        except _Invalid as bad:
+        except Invalid as bad:
             return [gr.update(value=_error_md(bad.lines, lang), visible=True), bad.command or gr.skip(), gr.skip(), "",
                     gr.skip()] + field_updates(manager, lang, bad.errors)  # fmt: skip
         except UserError as e:
@@ -628,7 +528,7 @@ def build_train_tab(manager: Manager, lang_box, lang: str = "en") -> dict[str, A
         try:
             _, _, _, recipe = prepare_run(config, None, form_of(vals), for_start=False)
             runs, table = preview_examples(recipe, num=3)
-        except _Invalid as bad:
+        except Invalid as bad:
             return [
                 gr.update(value=_error_md(bad.lines, lang), visible=True),
                 gr.skip(),
