@@ -134,7 +134,7 @@ def _fill(page, elem_id: str, text: str) -> None:
     box = page.locator(f"#{elem_id} input, #{elem_id} textarea").first
     box.fill(text)
     box.press("Tab")
-    if page.locator("ul[role=listbox]").count():  # a dropdown typed into: close its list
+    if page.locator(f"#{elem_id} input[role=combobox]").count():  # a dropdown typed into: close its list
         page.locator("#title").click()
 
 

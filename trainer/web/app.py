@@ -41,6 +41,7 @@ CSS = """
   font-weight: 600; font-size: 0.92em; }
 .dt-log textarea { font-family: ui-monospace, SFMono-Regular, Menlo, monospace !important; font-size: 12px !important; }
 .dt-result { font-size: 1.05em; }
+#loss_plot, #lr_plot { overflow: visible !important; padding-bottom: 28px !important; }
 .dt-recipe-row, .dt-buttons { align-items: flex-end; }
 .dt-recipe-row > button, .dt-buttons > button { min-height: 44px; margin-bottom: 6px; }
 """

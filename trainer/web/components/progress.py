@@ -113,12 +113,12 @@ def build_progress(manager, lang: str) -> dict[str, Any]:
     c["run_error"] = manager.add(
         "run_error", gr.Markdown("", elem_id="run_error", elem_classes=["dt-error"], visible=False)
     )
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=False):
         c["loss_plot"] = manager.add(
             "loss_plot",
             gr.LinePlot(
                 loss_frame([]), x="step", y="value", color="series", label=ui_text("loss_plot", lang),
-                elem_id="loss_plot", height=330, color_map={"loss": "#4f46e5", "eval_loss": "#f59e0b"},
+                elem_id="loss_plot", height=280, color_map={"loss": "#4f46e5", "eval_loss": "#f59e0b"},
                 x_title="step", y_title="loss", x_axis_format="d",
             ),
         )  # fmt: skip
@@ -126,7 +126,7 @@ def build_progress(manager, lang: str) -> dict[str, Any]:
             "lr_plot",
             gr.LinePlot(
                 lr_frame([]), x="step", y="learning_rate", color="series", color_map={"learning_rate": "#10b981"}, label=ui_text("lr_plot", lang),
-                elem_id="lr_plot", height=330, x_title="step", y_title="learning rate", x_axis_format="d",
+                elem_id="lr_plot", height=280, x_title="step", y_title="learning rate", x_axis_format="d",
             ),
         )  # fmt: skip
     c["run_stats"] = gr.Markdown("", elem_id="run_stats")
