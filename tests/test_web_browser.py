@@ -4,7 +4,8 @@ preview the data, start a training run and watch it finish, abort a second run a
 checkpoint dropdown, chat with the adapter. Screenshots are taken and checked along the way.
 
 Needs gradio (the `web` extra), playwright and /usr/bin/chromium (`apt-get install -y chromium`); the
-openMind leg has no gradio (its pins leave no room for it) and skips this file, saying so. CI sets
+openMind leg has no gradio (gradio 6 needs huggingface_hub >= 1.16, its transformers 4.45.2 needs < 1.0)
+and skips this file, saying so. CI sets
 DUOTUNE_REQUIRE_BROWSER=1 so that a missing browser fails instead of skipping.
 """
 
@@ -33,7 +34,12 @@ SCREENSHOTS = os.environ.get("DUOTUNE_SCREENSHOTS")  # a folder to keep the scre
 
 def _missing() -> str | None:
     if importlib.util.find_spec("gradio") is None:
-        return 'gradio is not installed (pip install "duotune[web]"); the openMind stack pins leave no room for it'
+        if importlib.util.find_spec("openmind") is not None:
+            return (
+                "the openMind stack cannot hold gradio 6: it needs huggingface_hub >= 1.16, transformers 4.45.2 "
+                "needs < 1.0 (the web UI is tested on the current stack)"
+            )
+        return 'gradio is not installed (pip install "duotune[web]")'
     if importlib.util.find_spec("playwright") is None:
         return "playwright is not installed (pip install playwright)"
     if not Path(CHROMIUM).is_file():
@@ -442,6 +448,17 @@ def test_train_watch_abort_resume_and_chat_in_a_real_browser(server, browser, tm
     table = page.locator("#runs_table").inner_text()
     losses = [r["loss"] for r in read_jsonl(run_a / "trainer_log.jsonl") if "loss" in r]
     assert "Completed" in table and f"{losses[-1]:.4f}" in table
+    _choose_when_offered(page, "runs_pick", "saves/run-b")
+    page.locator("#runs_open").click()  # back in Train, with that run's own recipe and progress
+    _wait(
+        page,
+        "() => document.querySelector('#recipe_status')?.innerText === 'Loaded saves/run-b/run_config.yaml'",
+    )
+    assert page.locator("#output_dir input").input_value() == "saves/run-b"
+    _wait(
+        page,
+        "() => document.querySelector('#progress .dt-label')?.innerText.startsWith('step 12 / 12 · 100%')",
+    )
 
     # no token anywhere: runs, recipes, the UI's own state, the server's log
     page.close()

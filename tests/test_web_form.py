@@ -546,3 +546,9 @@ def test_a_saved_recipe_runs_as_the_form_stands_and_holds_no_secret(tmp_path):
     with pytest.raises(Invalid):
         save_recipe(_demo_form(learning_rate="fast"), tmp_path / "bad.yaml")
     assert not (tmp_path / "bad.yaml").exists()
+
+
+def test_a_secret_looking_recipe_key_is_masked_wherever_the_ui_shows_the_command():
+    assert command_line(["output_dir=o", "hub_token=hf_abc", "swanlab_api_key=k1"]) == (
+        "train output_dir=o 'hub_token=***' 'swanlab_api_key=***'"
+    )

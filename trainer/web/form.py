@@ -333,7 +333,7 @@ def overrides_for(base: dict[str, Any], values: dict[str, Any]) -> list[str]:
     """``KEY=VALUE`` for each key whose value differs from the recipe file's, in the recipe's order."""
     out = []
     for key in recipe_fields():
-        if key in values and values[key] != base.get(key) and not _field(key).secret:
+        if key in values and values[key] != base.get(key):
             out.append(override_text(key, values[key]))
     return out
 
@@ -359,8 +359,14 @@ def train_args(config: str | Path | None, overrides: list[str], nproc: str | Non
 
 
 def command_line(args: list[str], program: str = "train") -> str:
-    """The shell line a user would type for ``program args``."""
-    return " ".join([program, *(shlex.quote(a) for a in args)])
+    """The shell line a user would type for ``program args``; the value of a secret-looking key
+    (``*token*``, ``*api_key*``, ...) is shown as ``***``, as the output_dir lock records it."""
+    return " ".join([program, *(shlex.quote(_masked(a)) for a in args)])
+
+
+def _masked(arg: str) -> str:
+    key, sep, _ = arg.partition("=")
+    return f"{key}=***" if sep and SECRET_KEY_PATTERN.search(key) else arg
 
 
 def display_path(path: str | Path, cwd: Path | None = None) -> str:

@@ -29,7 +29,8 @@ GROUPS = {
     "lora": {"en": "LoRA", "zh": "LoRA 参数"},
     "train": {"en": "Training", "zh": "训练"},
     "tracking": {"en": "Tracking", "zh": "实验跟踪"},
-    "other": {"en": "Other settings", "zh": "其他设置"},
+    "performance": {"en": "Performance", "zh": "性能"},
+    "throughput": {"en": "Throughput", "zh": "吞吐"},
 }
 
 # recipe key -> (English label, Chinese label, Chinese help)
@@ -261,7 +262,7 @@ RECIPE: dict[str, tuple[str, str, str]] = {
     "npu_fused_ops": (
         "NPU fused ops",
         "NPU 融合算子",
-        "昇腾：用 torch_npu 的融合算子（npu_rms_norm、npu_rotary_mul、npu_swiglu）替换 RMSNorm、旋转位置编码和 SwiGLU。",
+        "昇腾：用 Ascend 适配层的融合算子（npu_rms_norm、npu_rotary_mul、npu_swiglu）替换 RMSNorm、旋转位置编码和 SwiGLU。",
     ),
 }
 

@@ -71,7 +71,9 @@ class Manager:
 
 
 def group_title(group: str, lang: str) -> str:
-    entry = GROUPS.get(group, GROUPS["other"])
+    entry = GROUPS.get(group)
+    if entry is None:  # a group the recipe gained after this file: its own name
+        return group.replace("_", " ").capitalize()
     return entry.get(lang, entry["en"])
 
 

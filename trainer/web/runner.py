@@ -149,7 +149,10 @@ def read(output_dir: str | Path):
     mine = launched(output_dir)
     if mine is None:
         return read_run(output_dir)
-    return read_run(output_dir, started=mine.started, exit_code=mine.popen.poll(), alive=mine.alive)
+    st = read_run(output_dir, started=mine.started, exit_code=mine.popen.poll(), alive=mine.alive)
+    if mine.aborts and st.status == "died" and (st.exit_code or 0) < 0:
+        st.status = "interrupted"  # stopped by this UI's abort before training began: nothing to save
+    return st
 
 
 def abort(output_dir: str | Path) -> str | None:

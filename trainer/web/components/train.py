@@ -169,7 +169,7 @@ def build_train_tab(manager: Manager, lang_box, lang: str = "en") -> dict[str, A
     by_group: dict[str, list[FormField]] = {}
     for f in fields:
         if f.key not in RUN_KEYS:
-            by_group.setdefault(f.group if f.group in GROUP_ORDER else "other", []).append(f)
+            by_group.setdefault(f.group, []).append(f)
     c: dict[str, Any] = {}
     config_state = gr.State(str(default_recipe_path()))
 
@@ -232,7 +232,7 @@ def build_train_tab(manager: Manager, lang_box, lang: str = "en") -> dict[str, A
         )  # fmt: skip
 
     extras = {"model": model_extra, "data": data_extra}
-    for group in [*GROUP_ORDER, "other"]:
+    for group in [*GROUP_ORDER, *sorted(set(by_group) - set(GROUP_ORDER))]:  # a new group: its own section
         if by_group.get(group):
             _group(manager, group, by_group[group], values, lang, extras.get(group))
 
