@@ -138,10 +138,13 @@ def _open(browser, url):
 
 def _fill(page, elem_id: str, text: str) -> None:
     box = page.locator(f"#{elem_id} input, #{elem_id} textarea").first
+    if page.locator(f"#{elem_id} input[role=combobox]").count():  # a dropdown that takes typed values
+        box.click()
+        box.fill(text)
+        box.press("Enter")  # takes the value and closes the list
+        return
     box.fill(text)
     box.press("Tab")
-    if page.locator(f"#{elem_id} input[role=combobox]").count():  # a dropdown typed into: close its list
-        page.locator("#title").click()
 
 
 def _choose(page, elem_id: str, option: str) -> None:
@@ -448,7 +451,7 @@ def test_train_watch_abort_resume_and_chat_in_a_real_browser(server, browser, tm
     table = page.locator("#runs_table").inner_text()
     losses = [r["loss"] for r in read_jsonl(run_a / "trainer_log.jsonl") if "loss" in r]
     assert "Completed" in table and f"{losses[-1]:.4f}" in table
-    _choose_when_offered(page, "runs_pick", "saves/run-b")
+    _fill(page, "runs_pick", "saves/run-b")
     page.locator("#runs_open").click()  # back in Train, with that run's own recipe and progress
     _wait(
         page,
