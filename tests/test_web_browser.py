@@ -219,9 +219,9 @@ def _wait_drawn(page, selector: str, rgb: tuple[int, int, int], timeout: float =
     pytest.fail(f"{selector} shows no curve ({count} pixels of {rgb})")
 
 
-def _screenshot(page, name: str, tmp: Path, *must_show: str, docs: str = "viewport") -> Path:
+def _screenshot(page, name: str, tmp: Path, *must_show: str, docs: str | None = None) -> Path:
     """A full-page screenshot that is not blank and shows the given elements. With DUOTUNE_SCREENSHOTS
-    set, the part worth showing (``docs``: an element, or the viewport) is also saved there."""
+    set, the part worth showing (``docs``: an element, or "viewport") is also saved there."""
     import numpy as np
     from PIL import Image, ImageStat
 
@@ -236,7 +236,7 @@ def _screenshot(page, name: str, tmp: Path, *must_show: str, docs: str = "viewpo
         box = page.locator(selector).first.bounding_box()
         assert box and box["width"] > 20 and box["height"] > 10, (name, selector, box)
         assert box["y"] + box["height"] <= img.height, (name, selector)
-    if SCREENSHOTS:
+    if SCREENSHOTS and docs:
         target = Path(SCREENSHOTS) / f"{name}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         shot = page.screenshot() if docs == "viewport" else page.locator(docs).first.screenshot()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import gradio as gr
 
 from .components.chat import build_chat_tab
-from .components.evaluate import RUNS_ROOT, build_eval_tab
+from .components.common import RUNS_ROOT
+from .components.evaluate import build_eval_tab
 from .components.export import build_export_tab
 from .components.runs import build_runs_tab
 from .components.top import build_top

@@ -11,61 +11,9 @@ from typing import Any
 
 from duotune.trainer.common.errors import UserError
 
+from .locales import message
+
 __all__ = ["dataset_info", "device_info", "model_source_info", "preview_examples"]
-
-_T = {
-    "demo": {
-        "en": "**Bundled demo model** `{spec}`: built locally on first use, nothing is downloaded.",
-        "zh": "**内置演示模型** `{spec}`：首次使用时在本地构建，无需下载。",
-    },
-    "local": {
-        "en": "**Local folder** `{path}`: config.json and {n} weight file(s), {size}.",
-        "zh": "**本地文件夹** `{path}`：config.json 和 {n} 个权重文件，共 {size}。",
-    },
-    "hub": {
-        "en": "**{hub} hub** `{repo}` (hub chosen by: {why}).",
-        "zh": "**{hub} 模型仓库** `{repo}`（仓库来源：{why}）。",
-    },
-    "cached": {
-        "en": "In the local cache: `{folder}` (loads without network).",
-        "zh": "已在本地缓存中：`{folder}`（无需网络即可加载）。",
-    },
-    "offline_cached": {
-        "en": "Offline mode is on ({var}): the run loads it from the cache.",
-        "zh": "离线模式已开启（{var}）：训练将从缓存加载。",
-    },
-    "offline_missing": {
-        "en": "⚠ Not in the local cache and {var} forbids downloading: the run would stop. Pre-download it "
-        "with `duotune download {spec}` where there is network.",
-        "zh": "⚠ 本地缓存中没有，且 {var} 禁止下载：训练会停止。请在有网络的机器上用 "
-        "`duotune download {spec}` 预先下载。",
-    },
-    "download": {
-        "en": "Not in the local cache yet: it is downloaded from the {hub} hub when the run starts "
-        "(or pre-fetch it with `duotune download {spec}`).",
-        "zh": "本地缓存中还没有：开始训练时从 {hub} 下载（也可用 `duotune download {spec}` 预先下载）。",
-    },
-    "empty": {
-        "en": "Give a model: a folder, a hub id or demo://tiny-llama.",
-        "zh": "请填写模型：文件夹、仓库 ID 或 demo://tiny-llama。",
-    },
-    "plan": {
-        "en": "**`device: {req}`** → {device} ({why}); precision {precision} ({pwhy}); attention {attn}; {framework} Trainer.",
-        "zh": "**`device: {req}`** → {device}（{why}）；精度 {precision}（{pwhy}）；注意力 {attn}；{framework} Trainer。",
-    },
-    "data_row": {
-        "en": "`{path}`: **{fmt}** ({how}), {rows} rows read, {used} used{skipped}",
-        "zh": "`{path}`：**{fmt}**（{how}），读取 {rows} 行，使用 {used} 行{skipped}",
-    },
-    "detected": {"en": "detected", "zh": "自动识别"},
-    "from_recipe": {"en": "from the recipe", "zh": "配方指定"},
-    "skipped": {"en": ", {n} skipped", "zh": "，跳过 {n} 行"},
-}
-
-
-def _t(name: str, lang: str, **kw) -> str:
-    entry = _T[name]
-    return entry.get(lang, entry["en"]).format(**kw)
 
 
 def _size(nbytes: int) -> str:
@@ -84,30 +32,30 @@ def model_source_info(values: dict[str, Any], lang: str = "en") -> tuple[str, st
 
     spec = str(values.get("model_name_or_path") or "").strip()
     if not spec:
-        return _t("empty", lang), None
+        return message("info_empty", lang), None
     hub = values.get("hub")
     try:
         ref = parse_model_spec(spec, None if hub in (None, "auto") else hub)
         if ref.kind == "demo":
-            return _t("demo", lang, spec=spec), None
+            return message("info_demo", lang, spec=spec), None
         if ref.kind == "local":
             check_model_folder(ref.path, spec, allow_pickle_weights=bool(values.get("allow_pickle_weights")))
             weights = [p for p in ref.path.iterdir() if p.suffix in (".safetensors", ".bin")]
             size = sum(p.stat().st_size for p in weights)
-            return _t("local", lang, path=ref.path, n=len(weights), size=_size(size)), None
+            return message("info_local", lang, path=ref.path, n=len(weights), size=_size(size)), None
     except UserError as e:
         return "", str(e)
-    lines = [_t("hub", lang, hub=HUBS[ref.hub], repo=ref.repo_id, why=ref.hub_why)]
+    lines = [message("info_hub", lang, hub=HUBS[ref.hub], repo=ref.repo_id, why=ref.hub_why)]
     folder = cached_snapshot(ref, revision=values.get("revision"), cache_dir=values.get("cache_dir"))
     var = "HF_HUB_OFFLINE=1" if ref.hub == "hf" else "MODELERS_OFFLINE=1"
     if folder is not None:
-        lines.append(_t("cached", lang, folder=folder))
+        lines.append(message("info_cached", lang, folder=folder))
         if hub_offline(ref.hub):
-            lines.append(_t("offline_cached", lang, var=var))
+            lines.append(message("info_offline_cached", lang, var=var))
     elif hub_offline(ref.hub):
-        lines.append(_t("offline_missing", lang, var=var, spec=spec))
+        lines.append(message("info_offline_missing", lang, var=var, spec=spec))
     else:
-        lines.append(_t("download", lang, hub=HUBS[ref.hub], spec=spec))
+        lines.append(message("info_download", lang, hub=HUBS[ref.hub], spec=spec))
     return "\n\n".join(lines), None
 
 
@@ -133,8 +81,8 @@ def device_info(device: str, lang: str = "en") -> tuple[str, int, str | None]:
     text = (
         "\n".join(rows)
         + "\n\n"
-        + _t(
-            "plan",
+        + message(
+            "info_plan",
             lang,
             req=plan["requested"],
             device=plan["device"],
@@ -182,15 +130,15 @@ def dataset_info(values: dict[str, Any], lang: str = "en") -> tuple[str, str | N
         skipped = sum(src.skipped.values())
         lines.append(
             "- "
-            + _t(
-                "data_row",
+            + message(
+                "info_data_row",
                 lang,
                 path=spec,
                 fmt=src.format,
-                how=_t("detected" if src.detected else "from_recipe", lang),
+                how=message("info_detected" if src.detected else "info_from_recipe", lang),
                 rows=src.rows_read,
                 used=src.rows_used,
-                skipped=_t("skipped", lang, n=skipped) if skipped else "",
+                skipped=message("info_skipped", lang, n=skipped) if skipped else "",
             )
         )
     return "\n".join(lines), None

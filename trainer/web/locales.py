@@ -487,6 +487,53 @@ MESSAGES: dict[str, dict[str, str]] = {
     "col_eval": {"en": "eval loss", "zh": "评估损失"},
     "col_updated": {"en": "updated", "zh": "更新时间"},
     "verified": {"en": "verified", "zh": "已校验"},
+    # what the Train tab says next to the form (info.py)
+    "info_demo": {
+        "en": "**Bundled demo model** `{spec}`: built locally on first use, nothing is downloaded.",
+        "zh": "**内置演示模型** `{spec}`：首次使用时在本地构建，无需下载。",
+    },
+    "info_local": {
+        "en": "**Local folder** `{path}`: config.json and {n} weight file(s), {size}.",
+        "zh": "**本地文件夹** `{path}`：config.json 和 {n} 个权重文件，共 {size}。",
+    },
+    "info_hub": {
+        "en": "**{hub} hub** `{repo}` (hub chosen by: {why}).",
+        "zh": "**{hub} 模型仓库** `{repo}`（仓库来源：{why}）。",
+    },
+    "info_cached": {
+        "en": "In the local cache: `{folder}` (loads without network).",
+        "zh": "已在本地缓存中：`{folder}`（无需网络即可加载）。",
+    },
+    "info_offline_cached": {
+        "en": "Offline mode is on ({var}): the run loads it from the cache.",
+        "zh": "离线模式已开启（{var}）：训练将从缓存加载。",
+    },
+    "info_offline_missing": {
+        "en": "⚠ Not in the local cache and {var} forbids downloading: the run would stop. Pre-download it "
+        "with `duotune download {spec}` where there is network.",
+        "zh": "⚠ 本地缓存中没有，且 {var} 禁止下载：训练会停止。请在有网络的机器上用 "
+        "`duotune download {spec}` 预先下载。",
+    },
+    "info_download": {
+        "en": "Not in the local cache yet: it is downloaded from the {hub} hub when the run starts "
+        "(or pre-fetch it with `duotune download {spec}`).",
+        "zh": "本地缓存中还没有：开始训练时从 {hub} 下载（也可用 `duotune download {spec}` 预先下载）。",
+    },
+    "info_empty": {
+        "en": "Give a model: a folder, a hub id or demo://tiny-llama.",
+        "zh": "请填写模型：文件夹、仓库 ID 或 demo://tiny-llama。",
+    },
+    "info_plan": {
+        "en": "**`device: {req}`** → {device} ({why}); precision {precision} ({pwhy}); attention {attn}; {framework} Trainer.",
+        "zh": "**`device: {req}`** → {device}（{why}）；精度 {precision}（{pwhy}）；注意力 {attn}；{framework} Trainer。",
+    },
+    "info_data_row": {
+        "en": "`{path}`: **{fmt}** ({how}), {rows} rows read, {used} used{skipped}",
+        "zh": "`{path}`：**{fmt}**（{how}），读取 {rows} 行，使用 {used} 行{skipped}",
+    },
+    "info_detected": {"en": "detected", "zh": "自动识别"},
+    "info_from_recipe": {"en": "from the recipe", "zh": "配方指定"},
+    "info_skipped": {"en": ", {n} skipped", "zh": "，跳过 {n} 行"},
 }
 
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 import threading
 
 import gradio as gr
-from duotune.backends.registry import DEVICE_CHOICES
 from duotune.trainer.common.errors import UserError
 
 from ..locales import message, ui_text
-from ..monitor import adapter_folders
-from .evaluate import RUNS_ROOT
+from .common import adapter_box, device_box, dtype_box, text_box
 
 __all__ = ["build_chat_tab"]
 
@@ -45,15 +43,10 @@ def build_chat_tab(manager, lang: str = "en") -> dict:
         return ui_text(elem_id, lang, what)
 
     with gr.Row(equal_height=True):
-        c["chat_adapter"] = manager.add("chat_adapter", gr.Dropdown(
-            choices=adapter_folders(RUNS_ROOT), value=None, allow_custom_value=True, label=L("chat_adapter"),
-            info=L("chat_adapter", "info"), elem_id="chat_adapter", scale=3))  # fmt: skip
-        c["chat_model"] = manager.add("chat_model", gr.Textbox(
-            "", label=L("chat_model"), info=L("chat_model", "info"), elem_id="chat_model", scale=2))  # fmt: skip
-        c["chat_device"] = manager.add("chat_device", gr.Dropdown(
-            list(DEVICE_CHOICES), value="auto", label=L("chat_device"), elem_id="chat_device", scale=1))  # fmt: skip
-        c["chat_dtype"] = manager.add("chat_dtype", gr.Dropdown(
-            ["auto", "bf16", "fp16", "fp32"], value="auto", label=L("chat_dtype"), elem_id="chat_dtype", scale=1))  # fmt: skip
+        c["chat_adapter"] = adapter_box(manager, "chat_adapter", lang, scale=3)
+        c["chat_model"] = text_box(manager, "chat_model", lang, scale=2)
+        c["chat_device"] = device_box(manager, "chat_device", lang, scale=1)
+        c["chat_dtype"] = dtype_box(manager, "chat_dtype", lang, scale=1)
         with gr.Column(scale=1, min_width=140):
             c["chat_load"] = manager.add(
                 "chat_load", gr.Button(L("chat_load", "value"), variant="primary", elem_id="chat_load")

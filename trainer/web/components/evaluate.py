@@ -7,17 +7,21 @@ import json
 from pathlib import Path
 
 import gradio as gr
-from duotune.backends.registry import DEVICE_CHOICES
+from duotune.trainer.data.load import FORMATS
 
-from .. import runner
-from ..form import command_line
 from ..locales import ui_text
-from ..monitor import adapter_folders, error_lines
-from .common import command_box, log_box, result_box
+from .common import (
+    RUNS_ROOT,
+    adapter_box,
+    choice_box,
+    command_panel,
+    device_box,
+    dtype_box,
+    run_command,
+    text_box,
+)
 
 __all__ = ["build_eval_tab", "eval_args"]
-
-RUNS_ROOT = "saves"
 
 
 def eval_args(
@@ -47,69 +51,41 @@ def eval_args(
 def build_eval_tab(manager, lang: str = "en") -> dict:
     c: dict = {}
 
-    def L(elem_id, what="label"):  # noqa: N802
-        return ui_text(elem_id, lang, what)
-
     with gr.Row(equal_height=True):
-        c["eval_adapter"] = manager.add("eval_adapter", gr.Dropdown(
-            choices=adapter_folders(RUNS_ROOT), value=None, allow_custom_value=True, label=L("eval_adapter"),
-            info=L("eval_adapter", "info"), elem_id="eval_adapter", scale=3))  # fmt: skip
-        c["eval_model"] = manager.add("eval_model", gr.Textbox(
-            "", label=L("eval_model"), info=L("eval_model", "info"), elem_id="eval_model", scale=2))  # fmt: skip
-        c["eval_dataset"] = manager.add("eval_dataset", gr.Dropdown(
-            choices=["demo://counselling"], value="demo://counselling", allow_custom_value=True,
-            label=L("eval_dataset"), elem_id="eval_dataset", scale=2))  # fmt: skip
+        c["eval_adapter"] = adapter_box(manager, "eval_adapter", lang, scale=3)
+        c["eval_model"] = text_box(manager, "eval_model", lang, scale=2)
+        c["eval_dataset"] = choice_box(
+            manager,
+            "eval_dataset",
+            lang,
+            ["demo://counselling"],
+            "demo://counselling",
+            allow_custom_value=True,
+            scale=2,
+        )
     with gr.Row(equal_height=True):
-        c["eval_format"] = manager.add("eval_format", gr.Dropdown(
-            ["auto", "conversation", "alpaca", "messages"], value="auto", label=L("eval_format"), elem_id="eval_format"))  # fmt: skip
-        c["eval_cutoff"] = manager.add(
-            "eval_cutoff",
-            gr.Textbox("", label=L("eval_cutoff"), info=L("eval_cutoff", "info"), elem_id="eval_cutoff"),
-        )
-        c["eval_max_samples"] = manager.add(
-            "eval_max_samples", gr.Textbox("", label=L("eval_max_samples"), elem_id="eval_max_samples")
-        )
+        c["eval_format"] = choice_box(manager, "eval_format", lang, ["auto", *FORMATS], "auto")
+        c["eval_cutoff"] = text_box(manager, "eval_cutoff", lang)
+        c["eval_max_samples"] = text_box(manager, "eval_max_samples", lang)
         c["eval_batch"] = manager.add(
-            "eval_batch", gr.Number(4, precision=0, label=L("eval_batch"), elem_id="eval_batch")
+            "eval_batch", gr.Number(4, precision=0, label=ui_text("eval_batch", lang), elem_id="eval_batch")
         )
-        c["eval_device"] = manager.add("eval_device", gr.Dropdown(
-            list(DEVICE_CHOICES), value="auto", label=L("eval_device"), elem_id="eval_device"))  # fmt: skip
-        c["eval_dtype"] = manager.add("eval_dtype", gr.Dropdown(
-            ["auto", "bf16", "fp16", "fp32"], value="auto", label=L("eval_dtype"), elem_id="eval_dtype"))  # fmt: skip
-    c["eval_btn"] = manager.add(
-        "eval_btn", gr.Button(L("eval_btn", "value"), variant="primary", elem_id="eval_btn")
-    )
-    c["eval_command"] = command_box(manager, "eval_command", lang)
-    c["eval_result"] = result_box(manager, "eval_result", lang)
-    c["eval_log"] = log_box(manager, "eval_log", lang)
-
+        c["eval_device"] = device_box(manager, "eval_device", lang)
+        c["eval_dtype"] = dtype_box(manager, "eval_dtype", lang)
     inputs = [c[k] for k in ("eval_adapter", "eval_model", "eval_dataset", "eval_format", "eval_cutoff",
                              "eval_max_samples", "eval_batch", "eval_device", "eval_dtype")]  # fmt: skip
 
     def on_eval(*vals):
         args, output = eval_args(*vals)
-        cmd = command_line(args, program="duotune")
-        yield cmd, "", ""
-        result: tuple[list[str], int | None] = ([], None)
-        for result in runner.stream_cli(args):
-            yield gr.skip(), gr.skip(), "\n".join(result[0])
-        lines, code = result
-        if code == 0:
+
+        def summary(lines: list[str]) -> str:
             results = json.loads(output.read_text(encoding="utf-8"))
-            yield (
-                gr.skip(),
-                (
-                    f"**loss {results['loss']:.4f}** · perplexity {results['perplexity']:.4g} · "
-                    f"{results['learned_tokens']:,} learned tokens in {results['examples']} examples · `{output}`"
-                ),
-                gr.skip(),
-            )
-        else:
-            yield (
-                gr.skip(),
-                f"⚠ exit {code}\n\n```text\n{error_lines(lines) or (lines[-1] if lines else '')}\n```",
-                gr.skip(),
+            return (
+                f"**loss {results['loss']:.4f}** · perplexity {results['perplexity']:.4g} · "
+                f"{results['learned_tokens']:,} learned tokens in {results['examples']} examples · `{output}`"
             )
 
-    c["eval_btn"].click(on_eval, inputs, [c["eval_command"], c["eval_result"], c["eval_log"]])
+        yield from run_command(args, summary)
+
+    c.update(command_panel(manager, lang, "eval", inputs, on_eval))
     return c

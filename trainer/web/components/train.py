@@ -459,7 +459,7 @@ def build_train_tab(manager: Manager, lang_box, lang: str = "en") -> dict[str, A
             loss_frame(st.rows) if plots_changed else gr.skip(),
             lr_frame(st.rows) if plots_changed else gr.skip(),
             stats_markdown(st),
-            "\n".join(st.tail[-12:]),
+            "\n".join(st.tail[-10:]),
             abort_label,
             resume_update,
             new_seen,
