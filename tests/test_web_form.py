@@ -552,3 +552,24 @@ def test_a_secret_looking_recipe_key_is_masked_wherever_the_ui_shows_the_command
     assert command_line(["output_dir=o", "hub_token=hf_abc", "swanlab_api_key=k1"]) == (
         "train output_dir=o 'hub_token=***' 'swanlab_api_key=***'"
     )
+
+
+def test_the_last_started_run_is_remembered_per_folder_without_secrets(tmp_path, monkeypatch):
+    from duotune.trainer.web import runner
+
+    monkeypatch.setenv("DUOTUNE_CACHE", str(tmp_path / "cache"))
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(here)
+    assert runner.last_started() is None
+    runner.remember("my.yaml", ["output_dir=saves/x", "hub_token=hf_SECRET1", "max_steps=3"], "2")
+    last = runner.last_started()
+    assert (last["config"], last["overrides"], last["nproc"]) == (
+        "my.yaml",
+        ["output_dir=saves/x", "max_steps=3"],
+        "2",
+    )
+    assert b"hf_SECRET1" not in (tmp_path / "cache" / "web" / "web_last_run.json").read_bytes()
+    monkeypatch.chdir(elsewhere)
+    assert runner.last_started() is None  # relative paths from another folder would point elsewhere

@@ -13,6 +13,7 @@ SIGKILL to the run's whole process group (torchrun workers included).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -30,9 +31,12 @@ __all__ = [
     "SECRET_ENV",
     "Launched",
     "abort",
+    "check_free",
     "cli_command",
+    "last_started",
     "launched",
     "read",
+    "remember",
     "start",
     "stream_cli",
     "train_command",
@@ -258,3 +262,44 @@ def stream_cli(args: list[str], lines: int = 200):
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+# ------------------------------------------------------------------------------------------------
+# the last run started from this folder, restored into the form when the page is opened again
+
+WEB_STATE = "web_last_run.json"
+
+
+def _state_file() -> Path:
+    from duotune.trainer.demo import cache_home
+
+    return cache_home() / "web" / WEB_STATE
+
+
+def remember(config: str | None, overrides: list[str], nproc: str | None) -> None:
+    """Record the command of the run just started (never a secret-looking key's value)."""
+    from duotune.trainer.common.files import atomic_write_text
+    from duotune.trainer.recipe import SECRET_KEY_PATTERN
+
+    data = {
+        "cwd": str(Path.cwd()),  # relative paths in the overrides mean something only from here
+        "config": str(config) if config else None,
+        "overrides": [o for o in overrides if not SECRET_KEY_PATTERN.search(o.partition("=")[0])],
+        "nproc": nproc,
+        "time": time.time(),
+    }
+    try:
+        atomic_write_text(_state_file(), json.dumps(data) + "\n")
+    except OSError:
+        pass  # a read-only cache only costs the restore on the next visit
+
+
+def last_started() -> dict | None:
+    """What ``remember`` recorded, when it was recorded from this working directory."""
+    try:
+        data = json.loads(_state_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("overrides"), list):
+        return None
+    return data if data.get("cwd") == str(Path.cwd()) else None

@@ -9,8 +9,6 @@ The form is never the source of truth: its values become ``train [--config FILE]
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +38,6 @@ GROUP_ORDER = ("model", "data", "train", "lora", "tracking")
 RUN_KEYS = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint")  # shown with Start
 OPEN_GROUPS = {"model", "data", "train"}
 SECRET_FIELDS = (("hf_token", "HF_TOKEN"), ("modelers_token", "MODELERS_TOKEN"), ("swanlab_api_key", "SWANLAB_API_KEY"))  # fmt: skip
-WEB_STATE = "web_last_run.json"
 
 
 def shipped_recipes() -> list[str]:
@@ -126,38 +123,6 @@ def _error_md(lines: list[str], lang: str) -> str:
 
 # ------------------------------------------------------------------------------------------------
 # the last run this server started (restored into the form when the UI is opened again)
-
-
-def _state_file() -> Path:
-    from duotune.trainer.demo import cache_home
-
-    return cache_home() / "web" / WEB_STATE
-
-
-def remember_run(config: str | None, overrides: list[str], nproc: str | None) -> None:
-    from duotune.trainer.common.files import atomic_write_text
-
-    data = {
-        "cwd": str(Path.cwd()),  # relative paths in the overrides mean something only from here
-        "config": str(config) if config else None,
-        "overrides": overrides,
-        "nproc": nproc,
-        "time": time.time(),
-    }
-    try:
-        atomic_write_text(_state_file(), json.dumps(data) + "\n")
-    except OSError:
-        pass  # a read-only cache only costs the restore on the next visit
-
-
-def last_run() -> dict | None:
-    try:
-        data = json.loads(_state_file().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("overrides"), list):
-        return None
-    return data if data.get("cwd") == str(Path.cwd()) else None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -393,7 +358,7 @@ def build_train_tab(manager: Manager, lang_box, lang: str = "en") -> dict[str, A
             return [gr.update(value=_error_md(e.problems, lang), visible=True), gr.skip(), gr.skip(), "",
                     gr.skip()] + field_updates(manager, lang, errors)  # fmt: skip
         base, _ = file_values(config or default_recipe_path())
-        remember_run(config, overrides_for(base, recipe_from_form(form)[0]), nproc)
+        runner.remember(config, overrides_for(base, recipe_from_form(form)[0]), nproc)
         return [gr.update(value="", visible=False), cmd, yaml_text, message("started", lang, cmd=f"`{cmd}`"),
                 gr.update(value=ui_text("abort_btn", lang, "value"))] + field_updates(manager, lang, {})  # fmt: skip
 
@@ -549,7 +514,7 @@ def build_train_tab(manager: Manager, lang_box, lang: str = "en") -> dict[str, A
 
     # ---- opening the page: the last run this server started, re-attached --------------------------
     def on_open(lang):
-        last = last_run()
+        last = runner.last_started()
         infos = _initial_infos(values if last is None else None, lang)
         if last is None:
             return [gr.skip(), gr.skip()] + [gr.skip()] * len(keys) + infos
