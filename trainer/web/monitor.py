@@ -210,8 +210,10 @@ def read_run(output_dir: str | Path, *, started: float | None = None, exit_code:
         st.status = _status_from_files(out, st)
     if st.holder and st.status not in ("running", "starting"):
         st.status = "running"  # a live process holds the lock: whatever the files say, it runs
-    if st.status in ("failed", "diverged", "died") and not st.message:
-        st.message = error_lines(st.tail)
+    if st.status in ("failed", "diverged", "died"):
+        # the lines exactly as the CLI printed them (`error: ...` and the problems under it), when this
+        # UI started the run and has its console; else run_status.json's one line
+        st.message = error_lines(st.tail) or st.message
     if st.status == "completed":
         st.remaining = "0:00:00"
         if st.total:

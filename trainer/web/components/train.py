@@ -28,7 +28,7 @@ from ..form import (
     to_form,
 )
 from ..info import dataset_info, device_info, model_source_info, preview_examples
-from ..locales import message, plain, ui_text
+from ..locales import message, ui_text
 from ..manager import Manager, advanced_title, group_title
 from .progress import build_progress, loss_frame, lr_frame, progress_html, stats_markdown, status_markdown
 
@@ -557,5 +557,4 @@ def build_train_tab(manager: Manager, lang_box, lang: str = "en") -> dict[str, A
         [lang_box, *[comp[k] for k in model_keys], *[comp[k] for k in data_keys]],
         [c["model_info"], c["data_info"]],
     )
-    c["plain"] = plain
     return c
