@@ -28,6 +28,9 @@ __all__ = [
     "parse_overrides",
     "recipe_fields",
     "field_choices",
+    "field_type",
+    "coerce_value",
+    "read_recipe_yaml",
     "default_recipe_path",
     "configs_dir",
     "SECRET_KEY_PATTERN",
@@ -486,6 +489,25 @@ def _coerce(value: Any, tp: Any) -> Any:
     raise TypeError(f"unsupported recipe field type {tp!r}")  # a bug in Recipe, not the user's fault
 
 
+def field_type(name: str) -> Any:
+    """The type a recipe key's value must have (a ``choices`` list counts as a Literal)."""
+    choices = recipe_fields()[name].metadata.get("choices")
+    return _type_hints()[name] if choices is None else Literal[tuple(choices)]
+
+
+def coerce_value(name: str, value: Any) -> Any:
+    """A YAML value for key ``name`` converted to the key's type, as ``load_recipe`` does it.
+
+    Raises ValueError("expected ..., got ...") when the value does not fit (the web UI shows that text
+    next to the field; load_recipe prefixes it with the key).
+    """
+    tp = field_type(name)
+    try:
+        return _coerce(value, tp)
+    except _Bad:
+        raise ValueError(f"expected {_describe(tp)}, got {value!r}") from None
+
+
 # ---------------------------------------------------------------------------------------------------
 # Loading
 
@@ -527,6 +549,12 @@ def parse_overrides(pairs: typing.Iterable[str]) -> dict[str, Any]:
     return out
 
 
+def read_recipe_yaml(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a recipe file (no type checks), with the CLI's errors for a missing or broken
+    file. The web UI loads a recipe into its form with it, complete or not."""
+    return _read_yaml(Path(path))
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     from duotune.trainer.common.files import read_yaml_mapping
 
@@ -546,7 +574,6 @@ def load_recipe(
     src = Path(path) if path is not None else default_recipe_path()
     raw = _read_yaml(src)
     fields = recipe_fields()
-    hints = _type_hints()
     problems: list[str] = []
     values: dict[str, Any] = {}
     bad_keys: set[str] = set()
@@ -557,13 +584,11 @@ def load_recipe(
                 hint = f"; did you mean '{close[0]}'?" if close else "; see the config reference in README.md"
                 problems.append(f"unknown key '{key}' ({origin}){hint}")
                 continue
-            choices = fields[key].metadata.get("choices")
             try:
-                values[key] = _coerce(value, hints[key] if choices is None else Literal[tuple(choices)])
+                values[key] = coerce_value(key, value)
                 bad_keys.discard(key)
-            except _Bad:
-                expected = _describe(hints[key] if choices is None else Literal[tuple(choices)])
-                problems.append(f"'{key}' ({origin}): expected {expected}, got {value!r}")
+            except ValueError as e:
+                problems.append(f"'{key}' ({origin}): {e}")
                 bad_keys.add(key)
     recipe = Recipe(**{k: v for k, v in values.items() if k not in bad_keys})
     recipe.report_to = [t.lower() for t in recipe.report_to]

@@ -15,7 +15,16 @@ import click
 from duotune.backends.registry import DEVICE_CHOICES, HOST_DEVICE
 from duotune.trainer.common.errors import EXIT_USER_ERROR, UserError
 
-__all__ = ["train_cmd", "preview_cmd", "env_cmd", "download_cmd", "duotune", "train_main", "duotune_main"]
+__all__ = [
+    "train_cmd",
+    "preview_cmd",
+    "env_cmd",
+    "download_cmd",
+    "web_cmd",
+    "duotune",
+    "train_main",
+    "duotune_main",
+]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 DEVICES = list(DEVICE_CHOICES)
@@ -390,8 +399,13 @@ DEVICE_OPTION_HELP = "Device (default: auto = NPU, then CUDA, then MPS, then CPU
 @click.option(
     "--device", type=click.Choice(DEVICES), default=HOST_DEVICE, show_default=True, help="Where to merge."
 )
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Reload the merged folder and check that its logits equal base + adapter's (exit 1 if not).",
+)
 @user_errors
-def merge_cmd(adapter, base, output_dir, dtype, max_shard_size, device):
+def merge_cmd(adapter, base, output_dir, dtype, max_shard_size, device, verify):
     """Fold a LoRA adapter into its base model and save a standalone model.
 
     The merged folder holds sharded safetensors, the tokenizer with the chat template used in training,
@@ -399,9 +413,21 @@ def merge_cmd(adapter, base, output_dir, dtype, max_shard_size, device):
     plain transformers. Merging on CPU needs about as much memory as the model in --dtype (a 7B model:
     ~15 GB in bf16, ~30 GB in fp32).
     """
-    from duotune.trainer.commands.merge import merge_adapter
+    from duotune.trainer.commands.merge import MergeVerificationError, merge_adapter
 
-    merge_adapter(adapter, output_dir, base=base, dtype=dtype, max_shard_size=max_shard_size, device=device)
+    try:
+        merge_adapter(
+            adapter,
+            output_dir,
+            base=base,
+            dtype=dtype,
+            max_shard_size=max_shard_size,
+            device=device,
+            verify=verify,
+        )
+    except MergeVerificationError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
 
 
 def _model_options(func):
@@ -622,6 +648,34 @@ def env_cmd(device, as_json):
         raise UserError(info["plan"]["error"].splitlines()[0])
 
 
+@click.command("web", context_settings=CONTEXT)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
+@click.option(
+    "--auth", metavar="USER:PASS", default=None, help="Require this login (needed beyond 127.0.0.1)."
+)
+@click.option(
+    "--auth-file",
+    metavar="FILE",
+    default=None,
+    help="Logins from a file, one USER:PASS per line (keeps the password out of `ps`).",
+)
+@click.option("--share", is_flag=True, help="Also publish a public Gradio share link (needs --auth).")
+@click.option(
+    "--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True, help="First language."
+)
+@user_errors
+def web_cmd(host, port, auth, auth_file, share, lang):
+    """Train, watch, evaluate, chat and export from the browser (needs `pip install "duotune[web]"`).
+
+    Runs started from the page are `train` commands of their own: they go on when the page or this
+    server closes, and the page re-attaches to them from their output_dir when opened again.
+    """
+    from duotune.trainer.web.server import serve
+
+    serve(host=host, port=port, auth=auth, auth_file=auth_file, share=share, lang=lang)
+
+
 @click.group(context_settings=CONTEXT)
 @click.version_option(package_name="duotune", prog_name="duotune")
 def duotune():
@@ -636,6 +690,7 @@ duotune.add_command(parity_group)
 duotune.add_command(merge_cmd)
 duotune.add_command(chat_cmd)
 duotune.add_command(eval_cmd)
+duotune.add_command(web_cmd)
 
 
 def train_main() -> None:

@@ -36,6 +36,7 @@ __all__ = [
     "fetch_model",
     "resolve_model",
     "check_model_folder",
+    "cached_snapshot",
     "hub_token",
     "hub_offline",
 ]
@@ -309,6 +310,21 @@ def _modelers_cached_snapshot(
     sha = ref_file.read_text().strip() if ref_file.is_file() else rev
     folder = repo / "snapshots" / sha
     return folder if folder.is_dir() else None
+
+
+def cached_snapshot(
+    ref: ModelRef, *, revision: str | None = None, cache_dir: str | None = None
+) -> Path | None:
+    """The folder of ``ref`` in its hub's local cache when it is there (config.json present), else None.
+    Asks no server: what a run would find with the hub's offline switch on."""
+    assert ref.kind == "hub" and ref.hub and ref.repo_id
+    if ref.hub == "modelers":
+        folder = _modelers_cached_snapshot(ref.repo_id, revision, cache_dir, None)
+        return folder if folder is not None and (folder / "config.json").is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(ref.repo_id, "config.json", cache_dir=cache_dir, revision=revision)
+    return Path(found).parent if isinstance(found, str) else None
 
 
 COMPLETE_MARKER = ".duotune-download.json"
