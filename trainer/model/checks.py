@@ -198,8 +198,10 @@ def loading_problems(info: dict[str, Any], folder: Path) -> str | None:
         files = weight_files(folder)
     except UserError:
         files = {}
-    index = folder / "model.safetensors.index.json"
-    weights = index if index.is_file() else folder / "model.safetensors"
+    index, single = folder / "model.safetensors.index.json", folder / "model.safetensors"
+    weights = (
+        index if index.is_file() else single if single.is_file() else folder
+    )  # (pickle weights: the folder)
 
     def listed(keys: list[str]) -> str:
         return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
