@@ -284,11 +284,11 @@ def test_train_watch_abort_resume_and_chat_in_a_real_browser(server, browser, tm
     page.locator("#start_btn").click()
     page.wait_for_selector("#form_error", state="visible")
     assert (
-        "'learning_rate' (command line): expected a number, got 'fast'"
+        "'learning_rate' (command line): expected a finite number, got 'fast'"
         in page.locator("#form_error").inner_text()
     )
     _wait(page, "() => document.querySelector('#learning_rate')?.classList.contains('dt-invalid')")
-    assert "expected a number, got 'fast'" in page.locator("#learning_rate").inner_text()
+    assert "expected a finite number, got 'fast'" in page.locator("#learning_rate").inner_text()
     time.sleep(1.5)
     assert not (root / "saves" / "run-a").exists()
 

@@ -167,7 +167,7 @@ def test_every_recipe_key_has_an_english_and_a_chinese_label_and_help():
 
 
 def test_invalid_values_give_the_clis_message_inline():
-    with pytest.raises(FormError, match=r"^expected a number, got 'fast'$"):
+    with pytest.raises(FormError, match=r"^expected a finite number, got 'fast'$"):
         from_form("learning_rate", "fast")
     with pytest.raises(FormError, match="expected an integer"):
         from_form("lora_rank", None)
@@ -176,7 +176,7 @@ def test_invalid_values_give_the_clis_message_inline():
     # the CLI says the same about the same text
     with pytest.raises(UserError) as e:
         load_recipe(None, parse_overrides(["learning_rate=fast"]))
-    assert "'learning_rate' (command line): expected a number, got 'fast'" in str(e.value)
+    assert "'learning_rate' (command line): expected a finite number, got 'fast'" in str(e.value)
 
 
 def test_the_form_of_the_demo_recipe_is_the_bare_train_command():
@@ -209,10 +209,8 @@ def test_a_recipe_file_of_ones_own_is_named_on_the_command_line(tmp_path):
     mine.write_text("model_name_or_path: demo://tiny-llama\ndataset: demo://counselling\nlora_rank: 4\n")
     base, problems = file_values(mine)
     assert base["lora_rank"] == 4 and base["cutoff_len"] == 2048  # the dataclass default fills in
-    assert problems == [
-        f"recipe {mine}: 1 problem (fix them and run again)",
-        "  - 'output_dir': is required, got ''",
-    ]
+    assert problems == [f"recipe {mine}: 'output_dir': is required, got ''"]  # one problem, one line
+    assert form.problems_by_key(problems) == {"output_dir": "'output_dir': is required, got ''"}
     args = train_args(mine, overrides_for(base, {**base, "output_dir": "out"}))
     assert command_line(args) == f"train --config '{mine}' output_dir=out"
     with pytest.raises(UserError, match="does not exist"):
@@ -222,11 +220,11 @@ def test_a_recipe_file_of_ones_own_is_named_on_the_command_line(tmp_path):
 def test_cli_problem_lines_are_mapped_to_their_fields():
     lines = [
         "recipe x.yaml: 2 problems (fix them and run again)",
-        "  - 'learning_rate' (command line): expected a number, got 'fast'",
+        "  - 'learning_rate' (command line): expected a finite number, got 'fast'",
         "  - 'lora_rank': must be > 0, got -1",
     ]
     assert form.problems_by_key(lines) == {
-        "learning_rate": "'learning_rate' (command line): expected a number, got 'fast'",
+        "learning_rate": "'learning_rate' (command line): expected a finite number, got 'fast'",
         "lora_rank": "'lora_rank': must be > 0, got -1",
     }
 
@@ -445,7 +443,7 @@ def test_start_refuses_what_train_refuses_in_its_words_and_names_the_fields(tmp_
     assert bad.value.command == "train lora_rank=-1 learning_rate=fast"
     assert bad.value.lines == [
         "recipe " + str(default_recipe_path()) + ": 2 problems (fix them and run again)",
-        "  - 'learning_rate' (command line): expected a number, got 'fast'",
+        "  - 'learning_rate' (command line): expected a finite number, got 'fast'",
         "  - 'lora_rank': must be > 0, got -1",
     ]  # what `train lora_rank=-1 learning_rate=fast` prints
     assert set(bad.value.errors) == {"learning_rate", "lora_rank"}

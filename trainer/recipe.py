@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ __all__ = [
 
 # Keys whose values are never written to disk, logs or trackers.
 SECRET_KEY_PATTERN = re.compile(r"(token|api_key|apikey|secret|password)", re.IGNORECASE)
+
+MAX_SEED = 2**32 - 1  # numpy.random.seed, which transformers' set_seed calls, takes no other value
 
 LR_SCHEDULERS = (
     "linear",
@@ -363,6 +366,7 @@ class Recipe:
         if self.eval_steps is not None and self.val_size == 0:
             p.append("'eval_steps' is set but 'val_size' is 0: set val_size (e.g. 0.1) to evaluate")
         need(self.dataloader_num_workers >= 0, "dataloader_num_workers", "must be >= 0")
+        need(0 <= self.seed <= MAX_SEED, "seed", f"must be in [0, {MAX_SEED}] (numpy's seed range)")
         need(self.skip_nonfinite_steps >= 0, "skip_nonfinite_steps", "must be >= 0")
         need(
             self.fsdp is None or self.fsdp in ("full_shard", "shard_grad_op"),
@@ -415,7 +419,9 @@ def _describe(tp: Any) -> str:
         return " or ".join(parts) + (" or null" if type(None) in args else "")
     if origin is list:
         return "a list of strings (or one comma-separated string)"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}.get(
+        tp, str(tp)
+    )
 
 
 class _Bad(Exception):
@@ -463,13 +469,17 @@ def _coerce(value: Any, tp: Any) -> Any:
         raise _Bad
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise _Bad from None
-        raise _Bad
+        else:
+            raise _Bad
+        if not math.isfinite(number):  # .inf, .nan, "inf", "nan": no recipe number may be one
+            raise _Bad
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -546,22 +556,11 @@ def read_recipe_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
+    from duotune.trainer.common.files import read_yaml_mapping
 
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"recipe {path} does not exist; pass --config with the path of a YAML recipe")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
-        raise UserError(f"recipe {path}{where}: {problem}; fix the YAML syntax") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"recipe {path}: must be a mapping of key: value pairs, got {type(data).__name__}")
-    return data
+    return read_yaml_mapping(path, "recipe")
 
 
 def load_recipe(
@@ -604,9 +603,12 @@ def load_recipe(
 
 
 def _headed(src: Path, problems: list[str]) -> list[str]:
-    n = len(problems)
-    head = f"recipe {src}: {n} problem{'s' if n > 1 else ''} (fix them and run again)"
-    return [head] + [f"  - {p}" for p in problems]
+    """One problem is one line; several get a heading line and one line each."""
+    if len(problems) == 1:
+        return [f"recipe {src}: {problems[0]}"]
+    return [f"recipe {src}: {len(problems)} problems (fix them and run again)"] + [
+        f"  - {p}" for p in problems
+    ]
 
 
 GROUP_TITLES = {

@@ -10,15 +10,18 @@ failed merge leaves nothing that looks like a model.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 from duotune.trainer.common.console import echo
 from duotune.trainer.common.errors import UserError
+from duotune.trainer.common.files import check_writable, write_error
 
 __all__ = ["MergeVerificationError", "merge_adapter", "WEIGHT_SUFFIXES"]
 
@@ -36,7 +39,7 @@ def merge_adapter(
     *,
     base: str | None = None,
     dtype: str = "auto",
-    max_shard_size: str = "5GB",
+    max_shard_size: str | int = "5GB",
     device: str | None = None,
     verify: bool = False,
 ) -> Path:
@@ -44,8 +47,10 @@ def merge_adapter(
     from duotune.trainer.model.load import save_tokenizer
 
     out = Path(output_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    check_writable(out, "--output-dir", folder=True)
+    if out.is_dir() and any(out.iterdir()):
         raise UserError(f"--output-dir {out} already exists and is not empty; choose a new folder")
+    max_shard_size = check_shard_size(max_shard_size)
     adapter = Path(adapter)
     lm = load_model_and_tokenizer(base, adapter, device=device, dtype=dtype, refuse_quantized=True)
     echo(f"base       {lm.base.model_name_or_path} ({lm.base_path}; from {lm.base.where})")
@@ -53,9 +58,11 @@ def merge_adapter(
     echo(f"dtype      {lm.dtype} on {lm.device}")
     probe, expected = _reference_logits(lm) if verify else (None, None)
     merged = lm.model.merge_and_unload()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
+    tmp = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         merged.save_pretrained(str(tmp), max_shard_size=max_shard_size, safe_serialization=True)
         save_tokenizer(lm.tokenizer, tmp)
         copied = _copy_missing(Path(lm.base_path), tmp)
@@ -64,8 +71,15 @@ def merge_adapter(
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(tmp, out)
+    except OSError as e:  # disk full, quota, a file system gone read-only: keep nothing half-written
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise write_error(e, "the merged model to", out) from None
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     shards = sorted(p.name for p in out.glob("*.safetensors"))
     echo(f"merged model in {out.resolve()} ({len(shards)} safetensors file{'s' if len(shards) != 1 else ''})")
@@ -74,6 +88,20 @@ def merge_adapter(
         del merged, lm  # the check reloads the saved folder: free the in-memory copy first
         _verify(out, probe, expected, device_, dtype_)
     return out
+
+
+_SIZE = re.compile(r"^(\d+)(GIB|MIB|KIB|GB|MB|KB)?$", re.IGNORECASE)  # what from_pretrained's save accepts
+
+
+def check_shard_size(value: str | int) -> str | int:
+    """--max-shard-size: a positive whole number with a unit (5GB, 500MB, 2GiB) or of bytes; returned in
+    the form save_pretrained takes (a plain number becomes an int)."""
+    m = _SIZE.match(str(value).strip())
+    if not m or int(m.group(1)) <= 0:
+        raise UserError(
+            f"--max-shard-size {value!r}: give a positive whole size such as 5GB, 500MB, 2GiB or 1000000 (bytes)"
+        )
+    return str(value).strip() if m.group(2) else int(m.group(1))
 
 
 # relative tolerance of the verification: summation order alone in fp32; one rounding of the merged

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import click
 from duotune.trainer.common.console import kv
-from duotune.trainer.common.errors import UserError
-from duotune.trainer.common.files import atomic_path
+from duotune.trainer.common.files import atomic_path, check_writable, write_error
 from duotune.trainer.data.encode import IGNORE_INDEX
 from duotune.trainer.recipe import Recipe
 
@@ -59,8 +58,8 @@ def run_preview(
     from duotune.trainer.data.templates import apply_template_choice
     from duotune.trainer.model.load import load_tokenizer, resolve_model
 
-    if jsonl is not None and jsonl.exists() and jsonl.is_dir():
-        raise UserError(f"--jsonl {jsonl} is a folder; give a file path")
+    if jsonl is not None:
+        check_writable(jsonl, "--jsonl", folder=False)
     if color is None:
         color = sys.stdout.isatty()
     source = resolve_model(recipe)
@@ -85,6 +84,9 @@ def run_preview(
         )
         click.echo(mark_learned(tokenizer, row["input_ids"], row["labels"], color=color))
     if jsonl is not None:
-        _write_jsonl(jsonl, ds)
+        try:
+            _write_jsonl(jsonl, ds)
+        except OSError as e:
+            raise write_error(e, "--jsonl", jsonl) from None
         click.echo("")
         kv("jsonl", f"{len(ds)} encoded examples written to {jsonl}")

@@ -379,12 +379,15 @@ def display_path(path: str | Path, cwd: Path | None = None) -> str:
 
 
 _KEY_IN_PROBLEM = re.compile(r"^\s*-?\s*'([a-z0-9_]+)'")
+_ONE_PROBLEM = re.compile(r"^recipe .*?: (?=')")  # the head of a recipe error with a single problem
 
 
 def problems_by_key(problems: list[str]) -> dict[str, str]:
-    """The CLI's problem lines (``  - 'key' ...: msg``) keyed by recipe key, for inline display."""
+    """The CLI's problem lines (``  - 'key' ...: msg``, or ``recipe X: 'key' ...: msg`` when it is the only
+    one) keyed by recipe key, for inline display."""
     out: dict[str, str] = {}
     for line in problems:
+        line = _ONE_PROBLEM.sub("", line)
         m = _KEY_IN_PROBLEM.match(line)
         if m and m.group(1) in recipe_fields():
             text = line.strip().removeprefix("- ")
