@@ -29,9 +29,18 @@ def adapter(tmp_path_factory) -> Path:
 def merged(adapter) -> Path:
     out = adapter.parent / "merged"
     proc = run_cli(
-        "duotune", "merge", "--adapter", str(adapter), "--output-dir", str(out), "--max-shard-size", "1MB"
+        "duotune",
+        "merge",
+        "--adapter",
+        str(adapter),
+        "--output-dir",
+        str(out),
+        "--max-shard-size",
+        "1MB",
+        "--verify",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"[duotune] verified: reloaded from {out}, it reproduces base + adapter" in proc.stdout
     return out
 
 
@@ -49,6 +58,21 @@ def test_merged_logits_equal_base_plus_adapter(adapter, merged, demo_model_dir):
         got = folded(input_ids=ids).logits
     assert (with_adapter - plain).abs().max() > 1e-2  # the adapter changes the model...
     torch.testing.assert_close(got, with_adapter, rtol=1e-5, atol=1e-5)  # ...and the merge keeps exactly that
+
+
+def test_merge_verify_catches_a_merge_that_lost_the_adapter(adapter, tmp_path, monkeypatch):
+    """--verify compares the saved folder with base + adapter: a merge that dropped the adapter (here
+    peft's unload, which removes LoRA without folding it in) fails it, and leaves no model behind."""
+    from duotune.trainer.commands.merge import MergeVerificationError, merge_adapter
+    from peft.tuners.lora import LoraModel
+
+    monkeypatch.setattr(LoraModel, "merge_and_unload", LoraModel.unload)
+    out = tmp_path / "wrong"
+    with pytest.raises(
+        MergeVerificationError, match=r"^verification failed: the merged model differed from base"
+    ):
+        merge_adapter(adapter, out, verify=True)
+    assert not out.exists()
 
 
 def test_merged_folder_is_complete_and_loads_with_plain_transformers(merged, adapter, tmp_path):

@@ -91,7 +91,7 @@ def test_all_problems_are_reported_together_with_suggestions(tmp_path):
     text = "\n".join(lines)
     assert lines[0] == f"recipe {path}: 5 problems (fix them and run again)"
     assert "unknown key 'lora_rnk'" in text and "did you mean 'lora_rank'?" in text
-    assert "'learning_rate'" in text and "expected a number" in text
+    assert "'learning_rate'" in text and "expected a finite number" in text
     assert "'lora_rank': must be > 0, got -4" in text
     assert "'val_size': must be in [0, 1), got 1.5" in text
     assert "'bf16' and 'fp16' are both true" in text

@@ -184,7 +184,15 @@ def test_launcher_builds_a_multi_node_torchrun_command(monkeypatch):
     from duotune.trainer.run import launch
 
     seen = {}
-    monkeypatch.setattr(launch.subprocess, "call", lambda cmd, env: seen.setdefault("cmd", cmd) and 0)
+
+    class FakePopen:
+        def __init__(self, cmd, env):
+            seen["cmd"] = cmd
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(launch.subprocess, "Popen", FakePopen)
     monkeypatch.setenv("NNODES", "2")
     monkeypatch.setenv("NODE_RANK", "1")
     monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -27,6 +28,9 @@ __all__ = [
     "parse_overrides",
     "recipe_fields",
     "field_choices",
+    "field_type",
+    "coerce_value",
+    "read_recipe_yaml",
     "default_recipe_path",
     "configs_dir",
     "SECRET_KEY_PATTERN",
@@ -42,6 +46,8 @@ ATTN_IMPLEMENTATION_TO_FLASH_ATTN = {
     "sdpa": "sdpa",
     "eager": "eager",
 }
+
+MAX_SEED = 2**32 - 1  # numpy.random.seed, which transformers' set_seed calls, takes no other value
 
 LR_SCHEDULERS = (
     "linear",
@@ -417,6 +423,7 @@ class Recipe:
         if self.eval_steps is not None and self.val_size == 0:
             p.append("'eval_steps' is set but 'val_size' is 0: set val_size (e.g. 0.1) to evaluate")
         need(self.dataloader_num_workers >= 0, "dataloader_num_workers", "must be >= 0")
+        need(0 <= self.seed <= MAX_SEED, "seed", f"must be in [0, {MAX_SEED}] (numpy's seed range)")
         need(self.skip_nonfinite_steps >= 0, "skip_nonfinite_steps", "must be >= 0")
         need(
             self.fsdp is None or self.fsdp in ("full_shard", "shard_grad_op"),
@@ -483,7 +490,9 @@ def _describe(tp: Any) -> str:
         return " or ".join(parts) + (" or null" if type(None) in args else "")
     if origin is list:
         return "a list of strings (or one comma-separated string)"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}.get(
+        tp, str(tp)
+    )
 
 
 class _Bad(Exception):
@@ -531,13 +540,17 @@ def _coerce(value: Any, tp: Any) -> Any:
         raise _Bad
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise _Bad from None
-        raise _Bad
+        else:
+            raise _Bad
+        if not math.isfinite(number):  # .inf, .nan, "inf", "nan": no recipe number may be one
+            raise _Bad
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -545,6 +558,25 @@ def _coerce(value: Any, tp: Any) -> Any:
             return str(value)
         raise _Bad
     raise TypeError(f"unsupported recipe field type {tp!r}")  # a bug in Recipe, not the user's fault
+
+
+def field_type(name: str) -> Any:
+    """The type a recipe key's value must have (a ``choices`` list counts as a Literal)."""
+    choices = recipe_fields()[name].metadata.get("choices")
+    return _type_hints()[name] if choices is None else Literal[tuple(choices)]
+
+
+def coerce_value(name: str, value: Any) -> Any:
+    """A YAML value for key ``name`` converted to the key's type, as ``load_recipe`` does it.
+
+    Raises ValueError("expected ..., got ...") when the value does not fit (the web UI shows that text
+    next to the field; load_recipe prefixes it with the key).
+    """
+    tp = field_type(name)
+    try:
+        return _coerce(value, tp)
+    except _Bad:
+        raise ValueError(f"expected {_describe(tp)}, got {value!r}") from None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -588,23 +620,18 @@ def parse_overrides(pairs: typing.Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
+def read_recipe_yaml(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a recipe file (no type checks), with the CLI's errors for a missing or broken
+    file. The web UI loads a recipe into its form with it, complete or not."""
+    return _read_yaml(Path(path))
 
-    if not path.is_file():
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    from duotune.trainer.common.files import read_yaml_mapping
+
+    if not path.exists():
         raise UserError(f"recipe {path} does not exist; pass --config with the path of a YAML recipe")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
-        raise UserError(f"recipe {path}{where}: {problem}; fix the YAML syntax") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"recipe {path}: must be a mapping of key: value pairs, got {type(data).__name__}")
-    return data
+    return read_yaml_mapping(path, "recipe")
 
 
 def load_recipe(
@@ -618,7 +645,6 @@ def load_recipe(
     src = Path(path) if path is not None else default_recipe_path()
     raw = _read_yaml(src)
     fields = recipe_fields()
-    hints = _type_hints()
     problems: list[str] = []
     values: dict[str, Any] = {}
     bad_keys: set[str] = set()
@@ -629,13 +655,11 @@ def load_recipe(
                 hint = f"; did you mean '{close[0]}'?" if close else "; see the config reference in README.md"
                 problems.append(f"unknown key '{key}' ({origin}){hint}")
                 continue
-            choices = fields[key].metadata.get("choices")
             try:
-                values[key] = _coerce(value, hints[key] if choices is None else Literal[tuple(choices)])
+                values[key] = coerce_value(key, value)
                 bad_keys.discard(key)
-            except _Bad:
-                expected = _describe(hints[key] if choices is None else Literal[tuple(choices)])
-                problems.append(f"'{key}' ({origin}): expected {expected}, got {value!r}")
+            except ValueError as e:
+                problems.append(f"'{key}' ({origin}): {e}")
                 bad_keys.add(key)
     recipe = Recipe(**{k: v for k, v in values.items() if k not in bad_keys})
     recipe.report_to = [t.lower() for t in recipe.report_to]
@@ -650,9 +674,12 @@ def load_recipe(
 
 
 def _headed(src: Path, problems: list[str]) -> list[str]:
-    n = len(problems)
-    head = f"recipe {src}: {n} problem{'s' if n > 1 else ''} (fix them and run again)"
-    return [head] + [f"  - {p}" for p in problems]
+    """One problem is one line; several get a heading line and one line each."""
+    if len(problems) == 1:
+        return [f"recipe {src}: {problems[0]}"]
+    return [f"recipe {src}: {len(problems)} problems (fix them and run again)"] + [
+        f"  - {p}" for p in problems
+    ]
 
 
 GROUP_TITLES = {

@@ -10,6 +10,8 @@ import contextlib
 import shutil
 import sys
 import textwrap
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import click
@@ -89,29 +91,63 @@ class Chat:
         head = [{"role": "system", "content": self.system}] if self.system else []
         return head + self.history + [{"role": "user", "content": user}]
 
-    def generate(self, messages: list[dict], *, adapter: bool = True, stream: bool = False) -> str:
-        import torch
-        from transformers import TextStreamer
-
-        tok, model = self.lm.tokenizer, self.lm.model
+    def _inputs(self, messages: list[dict]) -> dict:
+        tok = self.lm.tokenizer
         text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         enc = tok(text, add_special_tokens=False, return_tensors="pt", return_token_type_ids=False)
-        inputs = {
+        return {
             "input_ids": enc["input_ids"].to(self.lm.device),
             "attention_mask": enc["attention_mask"].to(self.lm.device),
         }
-        streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True) if stream else None
+
+    def _generate(self, inputs: dict, adapter: bool, streamer):
+        import torch
+
+        model = self.lm.model
         use_base = not adapter and hasattr(model, "disable_adapter")
         ctx = model.disable_adapter() if use_base else contextlib.nullcontext()
         with ctx, torch.no_grad():
-            out = model.generate(
+            return model.generate(
                 **inputs,
                 streamer=streamer,
                 eos_token_id=self.stop_ids,
                 pad_token_id=self.pad_id,
                 **self.settings.kwargs(),
             )
+
+    def generate(self, messages: list[dict], *, adapter: bool = True, stream: bool = False) -> str:
+        from transformers import TextStreamer
+
+        tok = self.lm.tokenizer
+        inputs = self._inputs(messages)
+        streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True) if stream else None
+        out = self._generate(inputs, adapter, streamer)
         return tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+    def stream(self, messages: list[dict], *, adapter: bool = True) -> Iterator[str]:
+        """The answer so far, each time it grows (generation runs in a thread; the web UI streams it)."""
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.lm.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        inputs = self._inputs(messages)
+        failed: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                self._generate(inputs, adapter, streamer)
+            except BaseException as e:  # handed to the caller below, after the stream ends
+                failed.append(e)
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        text = ""
+        for piece in streamer:
+            text += piece
+            yield text
+        thread.join()
+        if failed:
+            raise failed[0]
 
     def answer(self, user: str, stream: bool = True) -> str:
         reply = self.generate(self.messages(user), stream=stream)

@@ -7,6 +7,7 @@ errors are instant; torch, transformers and friends load inside the commands.
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from pathlib import Path
 
@@ -15,7 +16,17 @@ from duotune.backends.registry import DEVICE_CHOICES, HOST_DEVICE
 from duotune.trainer.commands.bench import bench_cmd
 from duotune.trainer.common.errors import EXIT_USER_ERROR, UserError
 
-__all__ = ["train_cmd", "preview_cmd", "env_cmd", "download_cmd", "duotune", "train_main", "duotune_main"]
+__all__ = [
+    "train_cmd",
+    "preview_cmd",
+    "env_cmd",
+    "download_cmd",
+    "web_cmd",
+    "bench_cmd",
+    "duotune",
+    "train_main",
+    "duotune_main",
+]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 DEVICES = list(DEVICE_CHOICES)
@@ -53,13 +64,21 @@ def _report_interrupt(stopped) -> None:
     sys.exit(stopped.exit_code)
 
 
+SHORTHAND_FLAGS = {"model_name_or_path": "--model", "output_dir": "--output-dir", "device": "--device"}
+
+
 def _load(config: str | None, overrides: tuple[str, ...], **shorthand):
     from duotune.trainer.recipe import load_recipe, parse_overrides
 
     values = parse_overrides(overrides)
     for key, value in shorthand.items():
-        if value is not None:
-            values[key] = value
+        if value is None:
+            continue
+        if key in values and values[key] != value:  # never let a flag silently replace what was asked
+            raise UserError(
+                f"{SHORTHAND_FLAGS[key]} {value} and {key}={values[key]} disagree; give only one of them"
+            )
+        values[key] = value
     return load_recipe(config, values)
 
 
@@ -236,13 +255,21 @@ def parity_compare_cmd(run_a, run_b, report_dir):
     tolerance for their precisions, 1 when they do not.
     """
     from duotune.trainer.commands.parity import compare_runs, load_run, write_report
+    from duotune.trainer.common.files import check_writable
 
     a, b = load_run(run_a), load_run(run_b)
+    target = Path(report_dir) if report_dir else (a.folder if not run_a.startswith("golden:") else b.folder)
+    if report_dir:
+        check_writable(target, "--report", folder=True)
+    else:
+        try:
+            check_writable(target, "the report folder", folder=True)
+        except UserError as e:
+            raise UserError(f"{e}; give --report DIR to write the report elsewhere") from None
     result = compare_runs(a, b)
     for difference in result["recipe_differences"]:
         click.echo(f"[duotune] recipe differs: {difference}")
-    target = Path(report_dir) if report_dir else (a.folder if not run_a.startswith("golden:") else b.folder)
-    files = write_report(result, target)
+    files = _write_parity_report(write_report, result, target)
     tol = result["tolerance"]
     click.echo(
         f"[duotune] {result['steps_compared']} steps compared ({tol['name']}): mean relative loss difference "
@@ -261,6 +288,25 @@ def parity_compare_cmd(run_a, run_b, report_dir):
         click.echo(f"[duotune] {problem}")
     click.echo(f"[duotune] NO MATCH. Report: {files[0]}")
     sys.exit(1)
+
+
+def _write_parity_report(write_report, result, target: Path) -> list[Path]:
+    """write_report, leaving nothing behind if the disk fills up half-way."""
+    from duotune.trainer.common.files import write_error
+
+    names = ("parity_report.md", "parity.json", "parity_loss.png")
+    existed = {n for n in names if (target / n).exists()}
+    created = [p for p in (target, *target.parents) if not p.exists()]
+    try:
+        return write_report(result, target)
+    except OSError as e:
+        for n in names:
+            if n not in existed:
+                (target / n).unlink(missing_ok=True)
+        for folder in created:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise write_error(e, "the parity report to", target) from None
 
 
 @click.command("download", context_settings=CONTEXT)
@@ -292,11 +338,24 @@ def download_cmd(model, hub, revision, local_dir, cache_dir, trust_remote_code, 
     Then train with HF_HUB_OFFLINE=1 (MODELERS_OFFLINE=1 for Modelers), or point
     model_name_or_path at the --local-dir folder.
     """
-    from duotune.trainer.model.hub import fetch_model, parse_model_spec
+    from duotune.trainer.common.files import check_writable
+    from duotune.trainer.model.hub import fetch_model, looks_like_path, parse_model_spec
 
-    ref = parse_model_spec(model, hub)
+    ids = "download takes a hub id: ORG/NAME, hf://ORG/NAME or modelers://ORG/NAME"
+    if "://" not in model and Path(model).expanduser().is_dir():
+        raise UserError(
+            f"{model} is a local folder, not a hub model id ({ids}); a local folder needs no download"
+        )
+    if "://" not in model and looks_like_path(model):
+        raise UserError(f"{model!r} is not a hub model id ({ids})")
+    ref = parse_model_spec(model, hub, what="MODEL")
+    if ref.kind == "demo":
+        raise UserError(f"{model} is the bundled demo model, built locally on first use: nothing to download")
     if ref.kind != "hub":
-        raise UserError(f"{model!r} is not a hub model id (ORG/NAME, hf://ORG/NAME or modelers://ORG/NAME)")
+        raise UserError(f"{model!r} is not a hub model id ({ids})")
+    for flag, folder in (("--local-dir", local_dir), ("--cache-dir", cache_dir)):
+        if folder:
+            check_writable(folder, flag, folder=True)
     folder = fetch_model(
         ref,
         revision=revision,
@@ -313,6 +372,7 @@ def download_cmd(model, hub, revision, local_dir, cache_dir, trust_remote_code, 
     )
 
 
+EVAL_RESULTS = "duotune_eval.json"  # not eval_results.json: the Trainer writes that one into output_dir
 DEVICE_OPTION_HELP = "Device (default: auto = NPU, then CUDA, then MPS, then CPU)."
 
 
@@ -341,8 +401,13 @@ DEVICE_OPTION_HELP = "Device (default: auto = NPU, then CUDA, then MPS, then CPU
 @click.option(
     "--device", type=click.Choice(DEVICES), default=HOST_DEVICE, show_default=True, help="Where to merge."
 )
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Reload the merged folder and check that its logits equal base + adapter's (exit 1 if not).",
+)
 @user_errors
-def merge_cmd(adapter, base, output_dir, dtype, max_shard_size, device):
+def merge_cmd(adapter, base, output_dir, dtype, max_shard_size, device, verify):
     """Fold a LoRA adapter into its base model and save a standalone model.
 
     The merged folder holds sharded safetensors, the tokenizer with the chat template used in training,
@@ -350,9 +415,21 @@ def merge_cmd(adapter, base, output_dir, dtype, max_shard_size, device):
     plain transformers. Merging on CPU needs about as much memory as the model in --dtype (a 7B model:
     ~15 GB in bf16, ~30 GB in fp32).
     """
-    from duotune.trainer.commands.merge import merge_adapter
+    from duotune.trainer.commands.merge import MergeVerificationError, merge_adapter
 
-    merge_adapter(adapter, output_dir, base=base, dtype=dtype, max_shard_size=max_shard_size, device=device)
+    try:
+        merge_adapter(
+            adapter,
+            output_dir,
+            base=base,
+            dtype=dtype,
+            max_shard_size=max_shard_size,
+            device=device,
+            verify=verify,
+        )
+    except MergeVerificationError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
 
 
 def _model_options(func):
@@ -379,19 +456,31 @@ def _model_options(func):
     return func
 
 
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that also refuses nan and inf (click's range checks let nan through)."""
+
+    name = "finite float range"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
 def _generation_options(func):
     for decorator in reversed(
         [
             click.option("--max-new-tokens", type=click.IntRange(min=1), default=512, show_default=True),
             click.option(
-                "--temperature", type=click.FloatRange(min=0.0, min_open=True), default=0.7, show_default=True
+                "--temperature", type=FiniteFloatRange(min=0.0, min_open=True), default=0.7, show_default=True
             ),
             click.option(
-                "--top-p", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.9, show_default=True
+                "--top-p", type=FiniteFloatRange(0.0, 1.0, min_open=True), default=0.9, show_default=True
             ),
             click.option(
                 "--repetition-penalty",
-                type=click.FloatRange(min=0.0, min_open=True),
+                type=FiniteFloatRange(min=0.0, min_open=True),
                 default=1.1,
                 show_default=True,
             ),
@@ -401,7 +490,12 @@ def _generation_options(func):
                 show_default=True,
                 help="Sample, or always take the likeliest token.",
             ),
-            click.option("--seed", type=int, default=None, help="Seed for sampling (reproducible answers)."),
+            click.option(
+                "--seed",
+                type=click.IntRange(0, 2**32 - 1),
+                default=None,
+                help="Seed for sampling (reproducible answers).",
+            ),
         ]
     ):
         func = decorator(func)
@@ -423,9 +517,17 @@ def chat_cmd(model, adapter, device, dtype, system, prompt, compare, max_new_tok
 
     if compare and not adapter:
         raise UserError("--compare needs --adapter (it compares the base model with the adapter)")
+    if prompt is not None and not prompt.strip():
+        raise UserError("--prompt is empty; give the message to answer")
     lm = load_model_and_tokenizer(model, adapter, device=device, dtype=dtype)
     if not getattr(lm.tokenizer, "chat_template", None):
-        raise UserError(f"the tokenizer of {lm.base.model_name_or_path} has no chat template; chat needs one")
+        raise UserError(
+            f"the tokenizer of {lm.base.model_name_or_path} has no chat_template (tokenizer_config.json); "
+            "chat renders the conversation with the model's own template"
+        )
+    from duotune.trainer.data.templates import check_template_renders
+
+    check_template_renders(lm.tokenizer, lm.base.model_name_or_path)
     settings = GenerationSettings(max_new_tokens, temperature, top_p, repetition_penalty, do_sample)
     if seed is not None:
         from transformers import set_seed
@@ -467,9 +569,9 @@ def chat_cmd(model, adapter, device, dtype, system, prompt, compare, max_new_tok
 @click.option(
     "--output",
     metavar="FILE",
-    default="eval_results.json",
-    show_default=True,
-    help="Where to write the results.",
+    default=None,
+    help=f"Where to write the results (default: {EVAL_RESULTS} in the --adapter folder; without --adapter "
+    "the results are only printed).",
 )
 @user_errors
 def eval_cmd(
@@ -487,8 +589,17 @@ def eval_cmd(
 ):
     """Loss and perplexity on the learned tokens of a dataset, encoded exactly as training does."""
     from duotune.trainer.commands.evaluate import evaluate_dataset
+    from duotune.trainer.common.files import check_writable
     from duotune.trainer.model.inference import load_model_and_tokenizer
 
+    if output is not None:
+        check_writable(output, "--output", folder=False)
+    elif adapter:
+        output = str(Path(adapter) / EVAL_RESULTS)
+        try:
+            check_writable(output, "the results file", folder=False)
+        except UserError as e:
+            raise UserError(f"{e}; give --output FILE to write the results elsewhere") from None
     if cutoff_len is None:
         cutoff_len = _adapter_cutoff(adapter) or 2048
     lm = load_model_and_tokenizer(model, adapter, device=device, dtype=dtype)
@@ -500,20 +611,27 @@ def eval_cmd(
         cutoff_len=cutoff_len,
         max_samples=max_samples,
         batch_size=batch_size,
-        output=Path(output),
+        output=Path(output) if output is not None else None,
     )
 
 
 def _adapter_cutoff(adapter: str | None) -> int | None:
+    """cutoff_len of the run that trained the adapter (its run_config.yaml), if it says."""
     if not adapter:
         return None
-    import yaml
+    from duotune.trainer.model.checks import check_adapter_folder
+    from duotune.trainer.model.inference import read_run_config
 
-    for path in (Path(adapter) / "run_config.yaml", Path(adapter).parent / "run_config.yaml"):
-        if path.is_file():
-            value = (yaml.safe_load(path.read_text()) or {}).get("cutoff_len")
-            return int(value) if value else None
-    return None
+    check_adapter_folder(Path(adapter))
+    cfg, path = read_run_config(Path(adapter))
+    value = cfg.get("cutoff_len")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UserError(
+            f"run config {path}: cutoff_len must be a positive integer, got {value!r}; fix it or pass --cutoff-len"
+        )
+    return value
 
 
 @click.command("env", context_settings=CONTEXT)
@@ -526,7 +644,38 @@ def env_cmd(device, as_json):
     """Show versions, every device backend (usable or why not) and what a run would use."""
     from duotune.trainer.commands.env import collect_env, format_env
 
-    click.echo(format_env(collect_env(device), as_json=as_json))
+    info = collect_env(device)
+    click.echo(format_env(info, as_json=as_json))
+    if "error" in info["plan"]:  # the report is printed; a run on this device would be refused: say so
+        raise UserError(info["plan"]["error"].splitlines()[0])
+
+
+@click.command("web", context_settings=CONTEXT)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
+@click.option(
+    "--auth", metavar="USER:PASS", default=None, help="Require this login (needed beyond 127.0.0.1)."
+)
+@click.option(
+    "--auth-file",
+    metavar="FILE",
+    default=None,
+    help="Logins from a file, one USER:PASS per line (keeps the password out of `ps`).",
+)
+@click.option("--share", is_flag=True, help="Also publish a public Gradio share link (needs --auth).")
+@click.option(
+    "--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True, help="First language."
+)
+@user_errors
+def web_cmd(host, port, auth, auth_file, share, lang):
+    """Train, watch, evaluate, chat and export from the browser (needs `pip install "duotune[web]"`).
+
+    Runs started from the page are `train` commands of their own: they go on when the page or this
+    server closes, and the page re-attaches to them from their output_dir when opened again.
+    """
+    from duotune.trainer.web.server import serve
+
+    serve(host=host, port=port, auth=auth, auth_file=auth_file, share=share, lang=lang)
 
 
 @click.group(context_settings=CONTEXT)
@@ -545,6 +694,7 @@ duotune.add_command(chat_cmd)
 duotune.add_command(eval_cmd)
 bench_cmd.callback = user_errors(bench_cmd.callback)
 duotune.add_command(bench_cmd)
+duotune.add_command(web_cmd)
 
 
 def train_main() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from duotune.trainer.common.console import kv
 from duotune.trainer.common.errors import UserError
-from duotune.trainer.common.files import atomic_write_text
+from duotune.trainer.common.files import atomic_write_text, write_error
 
 __all__ = ["evaluate_dataset", "token_losses"]
 
@@ -39,8 +39,10 @@ def evaluate_dataset(
     cutoff_len: int = 2048,
     max_samples: int | None = None,
     batch_size: int = 4,
-    output: Path = Path("eval_results.json"),
+    output: Path | None = None,
 ) -> dict[str, Any]:
+    """Evaluate and print; write the results as JSON to ``output`` when given (never to the current
+    directory by default: the CLI puts them next to the adapter)."""
     from duotune.collators import Seq2SeqCollator
     from duotune.trainer.data.encode import encode_dataset
     from duotune.trainer.data.templates import apply_template_choice
@@ -85,7 +87,11 @@ def evaluate_dataset(
         "loss": loss,
         "perplexity": math.exp(loss) if loss < 700 else math.inf,
     }
-    atomic_write_text(output, json.dumps(results, indent=2) + "\n")
+    if output is not None:
+        try:
+            atomic_write_text(output, json.dumps(results, indent=2) + "\n")
+        except OSError as e:
+            raise write_error(e, "the results", output) from None
     kv("data", f"{data.formats}; template: {template_desc}")
     kv(
         "examples",
@@ -93,5 +99,8 @@ def evaluate_dataset(
     )
     kv("tokens", f"{total_tokens:,} learned tokens evaluated")
     kv("loss", f"{loss:.6f} per learned token (perplexity {results['perplexity']:.4g})")
-    kv("results", str(output.resolve()))
+    if output is not None:
+        kv("results", str(output.resolve()))
+    else:
+        kv("results", "printed only (no --adapter to put them next to): give --output FILE to keep them")
     return results

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from duotune.trainer.common.errors import UserError
+from duotune.trainer.common.files import read_json, read_text, read_yaml_mapping
 
 __all__ = [
     "PARITY_OVERRIDES",
@@ -98,34 +99,33 @@ def load_run(spec: str) -> Run:
     else:
         folder = Path(spec)
     log = folder / "trainer_log.jsonl"
-    if not log.is_file():
+    if not log.exists():
         raise UserError(
             f"{spec}: not a run folder (no trainer_log.jsonl); give the output_dir of a `duotune parity run`"
         )
-    steps = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
-    steps = [s for s in steps if "loss" in s]
+    steps = _loss_lines(log)
     info_file = folder / "run_info.json"
-    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    info = (
+        read_json(info_file, "run info", hint="restore it or run `duotune parity run` again")
+        if info_file.exists()
+        else {}
+    )
     adapter = None
-    if (folder / "adapter_model.safetensors").is_file():
+    weights = folder / "adapter_model.safetensors"
+    if weights.exists():
+        from duotune.trainer.model.checks import safetensors_shapes
         from safetensors.torch import load_file
 
-        adapter = load_file(str(folder / "adapter_model.safetensors"))
+        safetensors_shapes(weights, hint="restore it or run `duotune parity run` again")
+        adapter = load_file(str(weights))
     return Run(spec, folder, steps, info, adapter, _read_config(folder / "run_config.yaml"))
 
 
 def _read_config(path: Path) -> dict:
-    import yaml
-
-    if not path.is_file():
+    """The run's run_config.yaml (its resolved recipe), or {} when the folder has none."""
+    if not path.exists():
         return {}
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserError(
-            f"{path} is not a readable recipe ({type(e).__name__}); is this a run folder?"
-        ) from None
-    return config if isinstance(config, dict) else {}
+    return read_yaml_mapping(path, "run config", "restore it or run `duotune parity run` again")
 
 
 # Recipe keys that change what is trained. Two runs that differ in one of them are different experiments,
@@ -187,6 +187,37 @@ def recipe_differences(a: Run, b: Run) -> list[str]:
             f"data: the encoded examples differ (dataset {a.config.get('dataset')!r} vs {b.config.get('dataset')!r})"
         )
     return found
+
+
+def _loss_lines(log: Path) -> list[dict]:
+    """The loss lines of a trainer_log.jsonl, each checked: a JSON object with an integer current_steps and
+    a numeric loss (NaN and infinite losses are data: a diverged run compares as such)."""
+    hint = "it is not a trainer_log.jsonl written by duotune; give the run folder of `duotune parity run`"
+    text = read_text(log, "training log", hint)
+    steps = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"training log {log} line {lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{where}: invalid JSON at column {e.colno} ({e.msg}); {hint}") from None
+        except RecursionError:
+            raise UserError(f"{where}: JSON nested too deeply; {hint}") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{where}: a log line must be a JSON object, got {type(row).__name__}; {hint}")
+        if "loss" not in row:
+            continue  # evaluation lines
+        step, loss = row.get("current_steps"), row["loss"]
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise UserError(f"{where}: current_steps must be an integer, got {step!r}; {hint}")
+        if not isinstance(loss, (int, float)) or isinstance(loss, bool):
+            raise UserError(f"{where}: loss must be a number, got {loss!r}; {hint}")
+        steps.append(row)
+    if not steps:
+        raise UserError(f"training log {log} holds no loss lines: the run logged no training step; {hint}")
+    return steps
 
 
 def _rel(a: float, b: float) -> float:

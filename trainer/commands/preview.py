@@ -8,31 +8,39 @@ from pathlib import Path
 
 import click
 from duotune.trainer.common.console import kv
-from duotune.trainer.common.errors import UserError
-from duotune.trainer.common.files import atomic_path
+from duotune.trainer.common.files import atomic_path, check_writable, write_error
 from duotune.trainer.data.encode import IGNORE_INDEX
 from duotune.trainer.recipe import Recipe
 
-__all__ = ["run_preview", "mark_learned", "OPEN", "CLOSE"]
+__all__ = ["run_preview", "learned_runs", "mark_learned", "OPEN", "CLOSE"]
 
 OPEN, CLOSE = "[[", "]]"
 
 
-def mark_learned(tokenizer, input_ids: list[int], labels: list[int], color: bool = False) -> str:
-    """Decode an example with every run of learned tokens wrapped in [[ ]] (and green when colored)."""
-    pieces: list[str] = []
+def learned_runs(tokenizer, input_ids: list[int], labels: list[int]) -> list[tuple[str, bool]]:
+    """An example decoded as runs of text, each with whether its tokens are learned (the web UI
+    highlights them, the console marks them)."""
+    runs: list[tuple[str, bool]] = []
     start = 0
     for i in range(1, len(input_ids) + 1):
         if i == len(input_ids) or (labels[i] != IGNORE_INDEX) != (labels[start] != IGNORE_INDEX):
             text = tokenizer.decode(
                 input_ids[start:i], skip_special_tokens=False, clean_up_tokenization_spaces=False
             )
-            if labels[start] != IGNORE_INDEX:
-                text = OPEN + text + CLOSE
-                if color:
-                    text = click.style(text, fg="green", bold=True)
-            pieces.append(text)
+            runs.append((text, labels[start] != IGNORE_INDEX))
             start = i
+    return runs
+
+
+def mark_learned(tokenizer, input_ids: list[int], labels: list[int], color: bool = False) -> str:
+    """Decode an example with every run of learned tokens wrapped in [[ ]] (and green when colored)."""
+    pieces: list[str] = []
+    for text, learned in learned_runs(tokenizer, input_ids, labels):
+        if learned:
+            text = OPEN + text + CLOSE
+            if color:
+                text = click.style(text, fg="green", bold=True)
+        pieces.append(text)
     return "".join(pieces)
 
 
@@ -50,8 +58,8 @@ def run_preview(
     from duotune.trainer.data.templates import apply_template_choice
     from duotune.trainer.model.load import load_tokenizer, resolve_model
 
-    if jsonl is not None and jsonl.exists() and jsonl.is_dir():
-        raise UserError(f"--jsonl {jsonl} is a folder; give a file path")
+    if jsonl is not None:
+        check_writable(jsonl, "--jsonl", folder=False)
     if color is None:
         color = sys.stdout.isatty()
     source = resolve_model(recipe)
@@ -76,6 +84,9 @@ def run_preview(
         )
         click.echo(mark_learned(tokenizer, row["input_ids"], row["labels"], color=color))
     if jsonl is not None:
-        _write_jsonl(jsonl, ds)
+        try:
+            _write_jsonl(jsonl, ds)
+        except OSError as e:
+            raise write_error(e, "--jsonl", jsonl) from None
         click.echo("")
         kv("jsonl", f"{len(ds)} encoded examples written to {jsonl}")

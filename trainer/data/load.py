@@ -92,6 +92,8 @@ def resolve_dataset_path(spec: str) -> Path:
 
         return DEMO_DIR / DEMO_DATASETS[name]
     path = Path(spec).expanduser()
+    if path.is_dir():
+        raise UserError(f"dataset {spec!r} is a folder; give the JSON/JSONL file(s) inside it")
     if not path.is_file():
         raise UserError(
             f"dataset {spec!r} does not exist (relative paths are read from the current directory)"
@@ -111,32 +113,61 @@ def file_digest(path: Path) -> str:
 # Reading rows
 
 
-def _iter_rows(path: Path):
-    """Yield (row label, parsed row). JSON files hold a list; anything else is read as JSON Lines."""
+def _json(text: str, where: str, hint: str = "") -> Any:
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        at = (
+            f"column {e.colno}" if e.lineno == 1 and "\n" not in text else f"line {e.lineno} column {e.colno}"
+        )
+        raise UserError(f"{where}: invalid JSON at {at}: {e.msg}{hint}") from None
+    except RecursionError:
+        raise UserError(f"{where}: JSON nested too deeply to read; a row is an object of texts") from None
+
+
+def _iter_rows(path: Path):
+    """Yield (row label, parsed row). A file whose text starts with ``[`` is one JSON list of rows; any
+    other file is JSON Lines, one row per line. A JSON object at the top level is neither."""
+    from duotune.trainer.common.files import read_text
+
+    text = read_text(path, "dataset")
     stripped = text.lstrip()
     if stripped.startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        rows = _json(text, str(path))
+        if not isinstance(rows, list):  # pragma: no cover - text starting with [ parses as a list
+            raise UserError(f"{path}: the top level must be a list of rows")
         for i, row in enumerate(rows, start=1):
             yield f"row {i}", row
         return
+    if stripped.startswith("{"):
+        _refuse_top_level_object(path, text)
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(
-                f"{path} line {lineno}: invalid JSON at column {e.colno}: {e.msg} "
-                "(JSONL needs one complete JSON object per line)"
-            ) from None
+        row = _json(line, f"{path} line {lineno}", " (JSONL needs one complete JSON object per line)")
         yield f"line {lineno}", row
+
+
+def _refuse_top_level_object(path: Path, text: str) -> None:
+    """A file that is one JSON object is not rows: name it, rather than blame its first line as JSONL.
+
+    One object on one line is a one-row JSONL file, unless it holds a list of row objects."""
+    try:
+        whole = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return  # not one object: read it as JSON Lines, which names the bad line
+    if not isinstance(whole, dict):
+        return
+    one_line = len([line for line in text.splitlines() if line.strip()]) == 1
+    lists = [k for k, v in whole.items() if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)]
+    holds_rows = bool(lists) and detect_format(whole) is None
+    if one_line and not holds_rows:
+        return  # a one-row JSON Lines file: its row is checked like any other
+    where = f" (its list of rows may be under {lists[0]!r})" if holds_rows else ""
+    raise UserError(
+        f"{path}: the top level is a JSON object{where}, not rows; a .json dataset is a list "
+        "[{...}, {...}] of rows, a .jsonl dataset one row object per line"
+    )
 
 
 def detect_format(row: Any) -> str | None:
@@ -283,11 +314,15 @@ def load_examples(
         for label, row in _iter_rows(path):
             if src is None:
                 if fmt is None:
+                    if not isinstance(row, dict):
+                        raise UserError(
+                            f"{path} {label}: a row must be a JSON object, got {type(row).__name__} "
+                            "(a dataset is a list of row objects, or one row object per line)"
+                        )
                     fmt = detect_format(row)
                     if fmt is None:
-                        keys = sorted(row) if isinstance(row, dict) else type(row).__name__
                         raise UserError(
-                            f"{path} {label}: cannot tell the data format from keys {keys}; expected "
+                            f"{path} {label}: cannot tell the data format from keys {sorted(row)}; expected "
                             "'conversation', 'messages', or 'instruction'+'output' (alpaca), or set "
                             "dataset_format in the recipe"
                         )
@@ -310,5 +345,11 @@ def load_examples(
                 break
         if src is None:
             raise UserError(f"{path}: contains no rows")
+        if src.rows_used == 0:
+            reasons = "; ".join(f"{n} x {why}" for why, n in src.skipped.most_common(2))
+            raise UserError(
+                f"{path}: every one of its {src.rows_read} rows is invalid and was skipped by "
+                f"skip_invalid_rows ({reasons}); fix the rows or check dataset_format"
+            )
         sources.append(src)
     return examples, LoadReport(sources)

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 from duotune.trainer.common.errors import UserError
 
-__all__ = ["BuiltinTemplate", "BUILTIN_TEMPLATES", "apply_template_choice", "describe_template"]
+__all__ = [
+    "BuiltinTemplate",
+    "BUILTIN_TEMPLATES",
+    "apply_template_choice",
+    "check_template_renders",
+    "describe_template",
+]
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,7 @@ def apply_template_choice(tokenizer, template: str, model_id: str) -> str:
                 + ", ".join(BUILTIN_TEMPLATES)
                 + " (the format the model was trained with)"
             )
+        check_template_renders(tokenizer, model_id)
         return "the tokenizer's own chat_template"
     spec = BUILTIN_TEMPLATES.get(template)
     if spec is None:
@@ -118,3 +125,18 @@ def describe_template(tokenizer) -> str:
         if tokenizer.chat_template == spec.jinja:
             return spec.name
     return "custom"
+
+
+def check_template_renders(tokenizer, model_id: str) -> None:
+    """Render a one-message conversation, so a broken chat template is one clear error at the start."""
+    from jinja2 import TemplateError
+
+    try:
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+        )
+    except (TemplateError, TypeError, ValueError) as e:
+        raise UserError(
+            f"the chat template of {model_id} does not render ({type(e).__name__}: {str(e).strip()}); fix "
+            "chat_template in its tokenizer_config.json"
+        ) from None

@@ -36,6 +36,7 @@ __all__ = [
     "fetch_model",
     "resolve_model",
     "check_model_folder",
+    "cached_snapshot",
     "hub_token",
     "hub_offline",
 ]
@@ -100,37 +101,43 @@ def default_hub(recipe_hub: str | None) -> tuple[str, str]:
     return "hf", "default"
 
 
-def parse_model_spec(spec: str, recipe_hub: str | None = None) -> ModelRef:
+def looks_like_path(spec: str) -> bool:
+    """A spec written as a file-system path (never a hub id)."""
+    return spec.startswith((".", "/", "~")) or "\\" in spec or spec.count("/") > 1
+
+
+def parse_model_spec(
+    spec: str, recipe_hub: str | None = None, *, what: str = "model_name_or_path"
+) -> ModelRef:
+    """``what`` names where the spec came from in messages (the recipe key, or a command's argument)."""
     spec = spec.strip()
     if spec.startswith("demo://"):
         return ModelRef(spec, "demo")
     for scheme, hub in (("hf://", "hf"), ("modelers://", "modelers")):
         if spec.startswith(scheme):
             repo = spec[len(scheme) :].strip("/")
-            _check_repo_id(spec, repo, hub)
+            _check_repo_id(spec, repo, hub, what)
             return ModelRef(spec, "hub", hub, repo, hub_why=f"{scheme} prefix")
     local = Path(spec).expanduser()
     if local.exists():
         return ModelRef(spec, "local", path=local.resolve())
-    if spec.startswith((".", "/", "~")) or "\\" in spec or spec.count("/") > 1:
+    if looks_like_path(spec):
         raise UserError(
-            f"model_name_or_path {spec!r}: no such folder (and not a hub id: those look like ORG/NAME, "
+            f"{what} {spec!r}: no such folder (and not a hub id: those look like ORG/NAME, "
             "hf://ORG/NAME or modelers://ORG/NAME)"
         )
     hub, why = default_hub(recipe_hub)
-    _check_repo_id(spec, spec, hub)
+    _check_repo_id(spec, spec, hub, what)
     return ModelRef(spec, "hub", hub, spec, hub_why=why)
 
 
-def _check_repo_id(spec: str, repo: str, hub: str) -> None:
+def _check_repo_id(spec: str, repo: str, hub: str, what: str = "model_name_or_path") -> None:
     parts = repo.split("/")
     ok = all(p and all(c.isalnum() or c in "-_." for c in p) for p in parts) and len(parts) in (1, 2)
     if hub == "modelers" and len(parts) != 2:
         ok = False
     if not ok:
-        raise UserError(
-            f"model_name_or_path {spec!r}: {repo!r} is not a valid {HUBS[hub]} repo id (ORG/NAME)"
-        )
+        raise UserError(f"{what} {spec!r}: {repo!r} is not a valid {HUBS[hub]} repo id (ORG/NAME)")
 
 
 def hub_token(hub: str) -> str | None:
@@ -256,7 +263,9 @@ def fetch_model(
         folder = _modelers_cached_snapshot(ref.repo_id, revision, cache_dir, local_dir)
         if folder is None:
             raise UserError(_explain(FileNotFoundError("not cached"), ref, True, str(target)))
-        check_model_folder(folder, ref.spec, allow_pickle_weights=allow_pickle_weights)
+        check_model_folder(
+            folder, ref.spec, allow_pickle_weights=allow_pickle_weights, trust_remote_code=trust_remote_code
+        )
         return folder
     if local_dir:
         _clear_marker(Path(local_dir))
@@ -274,7 +283,9 @@ def fetch_model(
         if isinstance(e, RuntimeError) and e.__cause__ is not None:
             e = e.__cause__  # openmind_hub >= 1.3 wraps the real error after retrying
         raise UserError(_explain(e, ref, offline, str(target), revision)) from None
-    check_model_folder(folder, ref.spec, allow_pickle_weights=allow_pickle_weights)
+    check_model_folder(
+        folder, ref.spec, allow_pickle_weights=allow_pickle_weights, trust_remote_code=trust_remote_code
+    )
     if local_dir:
         _write_marker(folder, ref, revision)
     return folder
@@ -301,6 +312,21 @@ def _modelers_cached_snapshot(
     return folder if folder.is_dir() else None
 
 
+def cached_snapshot(
+    ref: ModelRef, *, revision: str | None = None, cache_dir: str | None = None
+) -> Path | None:
+    """The folder of ``ref`` in its hub's local cache when it is there (config.json present), else None.
+    Asks no server: what a run would find with the hub's offline switch on."""
+    assert ref.kind == "hub" and ref.hub and ref.repo_id
+    if ref.hub == "modelers":
+        folder = _modelers_cached_snapshot(ref.repo_id, revision, cache_dir, None)
+        return folder if folder is not None and (folder / "config.json").is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(ref.repo_id, "config.json", cache_dir=cache_dir, revision=revision)
+    return Path(found).parent if isinstance(found, str) else None
+
+
 COMPLETE_MARKER = ".duotune-download.json"
 
 
@@ -314,30 +340,29 @@ def _write_marker(folder: Path, ref: ModelRef, revision: str | None) -> None:
     atomic_write_text(folder / COMPLETE_MARKER, json.dumps(data) + "\n")
 
 
-def check_model_folder(folder: Path, spec: str, *, allow_pickle_weights: bool = False) -> None:
-    """Refuse a folder that is not a loadable model: no config, no weights, missing shards, or pickle
-    weights the recipe did not allow."""
+def check_model_folder(
+    folder: Path,
+    spec: str,
+    *,
+    allow_pickle_weights: bool = False,
+    trust_remote_code: bool = False,
+    what: str = "model_name_or_path",
+) -> None:
+    """Refuse a folder that is not a loadable model: no config or a damaged one, no weights, missing or
+    damaged shards, or pickle weights the recipe did not allow. Only headers are read (fast on 7B)."""
+    from duotune.trainer.model.checks import check_model_config, check_weights
+
     if not folder.is_dir():
-        raise UserError(f"model_name_or_path {spec!r}: {folder} is not a folder")
-    if not (folder / "config.json").is_file():
+        raise UserError(f"{what} {spec!r}: {folder} is not a folder")
+    if not (folder / "config.json").exists():
         raise UserError(
-            f"model_name_or_path {spec!r}: {folder} is not a model folder (no config.json); point it at the "
+            f"{what} {spec!r}: {folder} is not a model folder (no config.json); point it at the "
             "folder that holds config.json, the weights and the tokenizer"
         )
+    check_model_config(folder, trust_remote_code=trust_remote_code)
     index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            shards = set(json.loads(index.read_text())["weight_map"].values())
-        except (ValueError, KeyError):
-            raise UserError(f"{index} is not a valid safetensors index; download the model again") from None
-        missing = sorted(s for s in shards if not (folder / s).is_file())
-        if missing:
-            raise UserError(
-                f"model {spec!r} is incomplete: {len(missing)} weight shard(s) missing in {folder} "
-                f"({missing[0]}, ...); download it again (interrupted downloads resume)"
-            )
-        return
-    if any(folder.glob("*.safetensors")):
+    if index.is_file() or any(folder.glob("*.safetensors")):
+        check_weights(folder)
         return
     pickles = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth")]
     if pickles and not allow_pickle_weights:
@@ -368,7 +393,9 @@ def resolve_model(
         path = demo_model_path(spec)
         return ModelSource(spec, str(path), f"{spec} (bundled demo, built at {path})")
     if ref.kind == "local":
-        check_model_folder(ref.path, spec, allow_pickle_weights=allow_pickle_weights)
+        check_model_folder(
+            ref.path, spec, allow_pickle_weights=allow_pickle_weights, trust_remote_code=trust_remote_code
+        )
         return ModelSource(spec, str(ref.path), f"local folder {ref.path}")
     folder = fetch_model(
         ref,

@@ -9,6 +9,7 @@ The tokenizer comes from the adapter folder when it has one (it carries the chat
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,35 +32,44 @@ class BaseSpec:
     where: str = ""
 
 
-def _check_adapter(adapter: Path) -> None:
-    if not (adapter / "adapter_config.json").is_file():
-        raise UserError(
-            f"--adapter {adapter}: no adapter_config.json there; give the output_dir of a training run"
-        )
+def read_run_config(adapter: Path) -> tuple[dict[str, Any], Path | None]:
+    """The run_config.yaml of the run that trained an adapter (next to it, or one folder up for a
+    checkpoint-N), as a mapping, and its path; ({}, None) when there is none."""
+    from duotune.trainer.common.files import read_yaml_mapping
+
+    for run_config in (adapter / "run_config.yaml", adapter.parent / "run_config.yaml"):
+        if run_config.is_file():
+            hint = "restore it, or pass --base (and --cutoff-len for eval)"
+            return read_yaml_mapping(run_config, "run config", hint), run_config
+    return {}, None
 
 
 def adapter_base(adapter: Path) -> BaseSpec:
-    import yaml
+    from duotune.trainer.model.checks import check_adapter_folder
 
-    _check_adapter(adapter)
-    for run_config in (adapter / "run_config.yaml", adapter.parent / "run_config.yaml"):
-        if run_config.is_file():
-            cfg = yaml.safe_load(run_config.read_text(encoding="utf-8")) or {}
-            if cfg.get("model_name_or_path"):
-                hub = cfg.get("hub")
-                return BaseSpec(
-                    cfg["model_name_or_path"],
-                    hub=None if hub in (None, "auto") else hub,
-                    revision=cfg.get("revision"),
-                    cache_dir=cfg.get("cache_dir"),
-                    trust_remote_code=bool(cfg.get("trust_remote_code")),
-                    allow_pickle_weights=bool(cfg.get("allow_pickle_weights")),
-                    where=str(run_config),
-                )
-    base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    if not base:
+    check_adapter_folder(adapter)
+    cfg, run_config = read_run_config(adapter)
+    base = cfg.get("model_name_or_path")
+    if base:
+        if not isinstance(base, str):
+            raise UserError(
+                f"run config {run_config}: model_name_or_path must be a string, got {base!r}; pass --base"
+            )
+        hub = cfg.get("hub")
+        return BaseSpec(
+            base,
+            hub=None if hub in (None, "auto") else str(hub),
+            revision=cfg.get("revision"),
+            cache_dir=cfg.get("cache_dir"),
+            trust_remote_code=cfg.get("trust_remote_code") is True,
+            allow_pickle_weights=cfg.get("allow_pickle_weights") is True,
+            where=str(run_config),
+        )
+    config_path = adapter / "adapter_config.json"
+    base = json.loads(config_path.read_text(encoding="utf-8")).get("base_model_name_or_path")  # checked above
+    if not base or not isinstance(base, str):
         raise UserError(f"--adapter {adapter}: its adapter_config.json names no base model; pass --base")
-    return BaseSpec(base, where=str(adapter / "adapter_config.json"))
+    return BaseSpec(base, where=str(config_path))
 
 
 @dataclass
@@ -119,8 +129,7 @@ def load_model_and_tokenizer(
     refuse_quantized: bool = False,
 ) -> LoadedModel:
     from duotune.trainer.model.hub import resolve_model
-    from duotune.trainer.model.load import dtype_kwarg
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from duotune.trainer.model.load import dtype_kwarg, load_causal_lm, load_tokenizer_from
 
     adapter_dir = Path(adapter) if adapter else None
     if adapter_dir is not None:
@@ -133,14 +142,22 @@ def load_model_and_tokenizer(
         raise UserError("give --model (a base model) and/or --adapter (a trained adapter folder)")
     remote = base.trust_remote_code if trust_remote_code is None else trust_remote_code
     backend = pick_device(device)
-    source = resolve_model(
-        base.model_name_or_path,
-        hub=base.hub,
-        revision=base.revision,
-        cache_dir=base.cache_dir,
-        trust_remote_code=remote,
-        allow_pickle_weights=base.allow_pickle_weights,
-    )
+    try:
+        source = resolve_model(
+            base.model_name_or_path,
+            hub=base.hub,
+            revision=base.revision,
+            cache_dir=base.cache_dir,
+            trust_remote_code=remote,
+            allow_pickle_weights=base.allow_pickle_weights,
+        )
+    except UserError as e:
+        if base.where.startswith("--"):
+            raise
+        raise UserError(
+            f"the adapter's base model {base.model_name_or_path} (named in {base.where}) cannot be used: "
+            f"{str(e).splitlines()[0]}; pass --base MODEL"
+        ) from None
     dtype_name, torch_dtype = resolve_dtype(dtype, backend, source.path)
     if refuse_quantized:
         _refuse_quantized(source.path)
@@ -149,32 +166,40 @@ def load_model_and_tokenizer(
         if adapter_dir and (adapter_dir / "tokenizer_config.json").is_file()
         else Path(source.path)
     )
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), trust_remote_code=remote)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot load the tokenizer from {tok_dir}: {first_line(e)}") from None
-    try:
-        loaded = AutoModelForCausalLM.from_pretrained(
-            source.path,
-            **dtype_kwarg(torch_dtype),
-            trust_remote_code=remote,
-            use_safetensors=None if base.allow_pickle_weights else True,
-        )
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot load the model {base.model_name_or_path}: {first_line(e)}") from None
+    tokenizer = load_tokenizer_from(tok_dir, base.model_name_or_path, trust_remote_code=remote)
+    loaded = load_causal_lm(
+        source.path,
+        base.model_name_or_path,
+        **dtype_kwarg(torch_dtype),
+        trust_remote_code=remote,
+        use_safetensors=None if base.allow_pickle_weights else True,
+    )
     if adapter_dir is not None:
-        from peft import PeftModel
-
-        try:
-            loaded = PeftModel.from_pretrained(loaded, str(adapter_dir))
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
-            raise UserError(
-                f"the adapter {adapter_dir} does not fit the base {base.model_name_or_path}: {first_line(e)}"
-            ) from None
+        loaded = _apply_adapter(loaded, adapter_dir, base)
     dev = backend.device()
     loaded.to(dev)
     loaded.eval()
     return LoadedModel(loaded, tokenizer, base, source.path, adapter_dir, dev, dtype_name, backend)
+
+
+def _apply_adapter(model, adapter_dir: Path, base: BaseSpec):
+    """The base model with the adapter on it, after checking that each LoRA matrix fits the layer it
+    adapts, and that every LoRA layer got its weights from the file."""
+    from duotune.trainer.model.checks import check_adapter_fits, check_adapter_folder, check_adapter_loaded
+    from peft import PeftModel
+
+    shapes = check_adapter_folder(adapter_dir)
+    check_adapter_fits(model, adapter_dir, shapes)
+    try:
+        with warnings.catch_warnings():  # peft's warning about missing keys: check_adapter_loaded says more
+            warnings.simplefilter("ignore", UserWarning)
+            model = PeftModel.from_pretrained(model, str(adapter_dir))
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise UserError(
+            f"the adapter {adapter_dir} does not fit the base {base.model_name_or_path}: {first_line(e)}"
+        ) from None
+    check_adapter_loaded(model, adapter_dir, shapes)
+    return model
 
 
 def _refuse_quantized(path: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from pathlib import Path
@@ -16,6 +17,8 @@ __all__ = [
     "ModelSource",
     "resolve_model",
     "load_tokenizer",
+    "load_tokenizer_from",
+    "load_causal_lm",
     "load_model",
     "apply_lora",
     "lora_config_for",
@@ -67,19 +70,63 @@ def dtype_kwarg(dtype) -> dict[str, Any]:
 
 
 def load_tokenizer(source: ModelSource, recipe: Recipe):
+    return load_tokenizer_from(Path(source.path), source.spec, trust_remote_code=recipe.trust_remote_code)
+
+
+def load_tokenizer_from(folder: Path, name: str, *, trust_remote_code: bool = False):
+    """The tokenizer of a folder, after checking that its files parse (each problem names the file)."""
+    from duotune.trainer.model.checks import check_tokenizer_files
     from transformers import AutoTokenizer
 
+    check_tokenizer_files(folder, trust_remote_code=trust_remote_code)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=recipe.trust_remote_code)
+        return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
-        raise UserError(f"cannot load the tokenizer of {source.spec}: {first_line(e)}") from None
-    return tokenizer
+        raise UserError(f"cannot load the tokenizer of {name} from {folder}: {first_line(e)}") from None
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Hide transformers' own load report while loading: duotune checks it and names what is wrong."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def load_causal_lm(path: str, name: str, **kwargs):
+    """AutoModelForCausalLM.from_pretrained, refusing weights that do not fit the config (missing,
+    unexpected or other-shaped tensors) instead of initialising those layers at random."""
+    from duotune.trainer.model.checks import loading_problems, shape_mismatches
+    from transformers import AutoModelForCausalLM
+
+    with _quiet_transformers():
+        try:
+            # not ignore_mismatched_sizes: on transformers 4.45 it initialises every weight first (slow on
+            # 7B, and it draws from the random generator, so the LoRA init that follows would change)
+            model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kwargs)
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot load the model {name}: {first_line(e)}") from None
+        except RuntimeError:  # both stacks raise this for tensors of another shape: find them, or re-raise
+            mismatched = shape_mismatches(
+                Path(path), trust_remote_code=kwargs.get("trust_remote_code", False)
+            )
+            if not mismatched:
+                raise
+            info = {"mismatched_keys": mismatched}
+    problem = loading_problems(info, Path(path))
+    if problem:
+        raise UserError(problem)
+    return model
 
 
 def load_model(source: ModelSource, recipe: Recipe, *, precision: str, attn_implementation: str):
     """The base model in the training precision (adapters stay fp32, see apply_lora)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {
         **dtype_kwarg(getattr(torch, TORCH_DTYPES[precision])),
@@ -96,10 +143,7 @@ def load_model(source: ModelSource, recipe: Recipe, *, precision: str, attn_impl
             if isinstance(getattr(config, name, None), float):
                 setattr(config, name, 0.0)
         kwargs["config"] = config
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot load the model {source.spec}: {first_line(e)}") from None
+    model = load_causal_lm(source.path, source.spec, **kwargs)
     if recipe.gradient_checkpointing:
         # use_reentrant=False works with frozen inputs; enable_input_require_grads keeps the reentrant
         # variant (which some remote-code models force) from silently producing no gradients.

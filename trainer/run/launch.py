@@ -74,9 +74,20 @@ def _torchrun(nproc: int, argv: list[str], env: dict[str, str]) -> int:
     cmd += ["-m", "duotune.trainer.commands.cli", *argv]
     print(f"[duotune] launching {nproc * nnodes} processes: {' '.join(cmd)}", flush=True)
     # torchrun forwards SIGINT/SIGTERM to the workers, which save a checkpoint and stop; this process
-    # only waits for them and passes their exit code on.
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # only waits for them and passes their exit code on. Ctrl-C reaches torchrun through the terminal's
+    # process group; a SIGTERM sent to this process alone (a scheduler, the web UI's abort) is passed
+    # on to torchrun, instead of killing this process and leaving torchrun behind.
+    child: subprocess.Popen | None = None
+
+    def forward(signum, frame):
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old_term = signal.signal(signal.SIGTERM, forward)
     try:
-        return subprocess.call(cmd, env=env)
+        child = subprocess.Popen(cmd, env=env)
+        return child.wait()
     finally:
-        signal.signal(signal.SIGINT, old)
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)

@@ -89,13 +89,18 @@ class OutputDirLock:
         self.command = command
         self._fd: int | None = None
         self._created_dir = False
+        self._created: list[Path] = []
         self.took_over: dict[str, Any] | None = None  # a stale holder's info, when its lock file was left
 
     def acquire(self) -> OutputDirLock:
+        from duotune.trainer.common.files import check_writable
+
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"output_dir {self.out} exists and is not a folder; choose another output_dir")
+        check_writable(self.out, "output_dir", folder=True)  # below a file, read-only: say so before mkdir
         try:
             if not self.out.exists():
+                self._created = [p for p in (self.out, *self.out.parents) if not p.exists()]
                 self.out.mkdir(parents=True)
                 self._created_dir = True
             while True:
@@ -150,10 +155,11 @@ class OutputDirLock:
 
     def _undo_mkdir(self) -> None:
         if self._created_dir:
-            try:
-                self.out.rmdir()  # only when empty
-            except OSError:
-                pass
+            for folder in self._created:  # output_dir, then the parents mkdir made for it; only when empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
             self._created_dir = False
 
     def __enter__(self) -> OutputDirLock:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from duotune.trainer.common.errors import UserError
-from duotune.trainer.common.files import atomic_write_text, package_versions
+from duotune.trainer.common.files import atomic_write_text, check_writable, package_versions
 from duotune.trainer.recipe import Recipe
 
 __all__ = [
@@ -60,6 +60,7 @@ def check_output_dir(recipe: Recipe) -> None:
     out = Path(recipe.output_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"output_dir {out} exists and is not a folder; choose another output_dir")
+    check_writable(out, "output_dir", folder=True)
     if not out.is_dir() or recipe.resume_from_checkpoint or recipe.overwrite_output_dir:
         return
     leftovers = [p.name for p in out.iterdir() if p.name in RUN_ARTIFACTS or p.name.startswith("checkpoint-")]
