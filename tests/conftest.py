@@ -55,6 +55,22 @@ def _isolated_environment(tmp_path_factory):
             os.environ[k] = v
 
 
+PACE = Path(__file__).resolve().parent / "support" / "pace"
+
+
+def paced(env: dict | None = None, *, step_seconds: float = 0.0, hold: Path | None = None) -> dict:
+    """An environment whose train processes pace their steps (tests/support/pace/sitecustomize.py): sleep
+    ``step_seconds`` before each step, or wait while the file ``hold`` exists. Tests that act while a run
+    is going use it, so that a fast machine cannot finish the run first."""
+    out = dict(os.environ if env is None else env)
+    out["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACE), out.get("PYTHONPATH", "")) if p)
+    if step_seconds:
+        out["DUOTUNE_TEST_STEP_SECONDS"] = str(step_seconds)
+    if hold is not None:
+        out["DUOTUNE_TEST_HOLD"] = str(hold)
+    return out
+
+
 def run_cli(
     *args: str,
     cwd: Path | str | None = None,

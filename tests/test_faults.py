@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, read_jsonl, run_cli
+from conftest import BIN, paced, read_jsonl, run_cli
 from duotune.trainer.common.errors import UserError
 from duotune.trainer.run.lifecycle import (
     COMPLETE_MARKER,
@@ -103,12 +103,15 @@ def test_the_lock_file_never_records_a_secret(tmp_path, monkeypatch):
 
 def test_a_second_run_into_the_same_output_dir_is_refused_at_once(tmp_path):
     out = tmp_path / "run"
+    hold = tmp_path / "hold"  # the first run waits before each step while this file exists
+    hold.touch()
     first = subprocess.Popen(
         [str(BIN / "train"), *BASE, "max_steps=30", f"output_dir={out}"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=paced(hold=hold),
     )
     try:
         deadline = time.time() + 120
@@ -120,7 +123,9 @@ def test_a_second_run_into_the_same_output_dir_is_refused_at_once(tmp_path):
         line = _one_error_line(second.stderr)
         assert line.startswith(f"error: output_dir {out} is in use by another run (pid {first.pid} on ")
         assert "model" not in second.stdout  # refused before the model or the data were loaded
+        assert first.poll() is None  # the first run was still going all along
     finally:
+        hold.unlink()
         _, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stderr[-3000:]
     status = read_run_status(out)
@@ -135,6 +140,7 @@ def test_a_run_killed_hard_reads_as_died(tmp_path):
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=paced(step_seconds=0.2),
     )
     deadline = time.time() + 120
     while not (out / "trainer_log.jsonl").is_file():

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, run_cli
+from conftest import BIN, paced, run_cli
 from duotune.trainer.run.lifecycle import COMPLETE_MARKER, complete_checkpoints
 
 ARGS = [
@@ -31,7 +30,7 @@ def _start(out: Path, cwd: Path) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=dict(os.environ),
+        env=paced(step_seconds=0.05),  # the signal must land before a fast machine ends the run
     )
 
 
@@ -89,6 +88,7 @@ def test_a_second_signal_exits_at_once(tmp_path):
          "logging_steps=1", "report_to=none", "per_device_train_batch_size=1",
          "gradient_accumulation_steps=16", f"output_dir={out}"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=paced(step_seconds=0.05),  # 16 micro-batches take 0.8 s at least: the second signal lands in time
     )  # fmt: skip
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()

@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import BIN, assert_secret_nowhere, read_jsonl
+from conftest import BIN, assert_secret_nowhere, paced, read_jsonl
 
 CHROMIUM = os.environ.get("DUOTUNE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -70,7 +70,7 @@ def server(tmp_path_factory):
         cwd=root,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=dict(os.environ),
+        env=paced(step_seconds=0.25),  # a run the test aborts must not end first on a fast machine
     )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 120
@@ -143,8 +143,13 @@ def _fill(page, elem_id: str, text: str) -> None:
         box.fill(text)
         box.press("Enter")  # takes the value and closes the list
         return
-    box.fill(text)
-    box.press("Tab")
+    for _ in range(5):  # a component that (re)mounts as its accordion opens can drop a value typed into it
+        box.fill(text)
+        box.press("Tab")
+        time.sleep(0.2)
+        if box.input_value() == text:
+            return
+    raise AssertionError(f"#{elem_id} shows {box.input_value()!r} after typing {text!r}")
 
 
 def _choose(page, elem_id: str, option: str) -> None:
@@ -156,6 +161,7 @@ def _open_accordion(page, elem_id: str) -> None:
     content = page.locator(f"#{elem_id} > div[data-testid=accordion-content]")
     if not content.is_visible():
         page.locator(f"#{elem_id} > button.label-wrap").click()
+    content.wait_for(state="visible")
 
 
 def _wait(page, js: str, timeout: float = 30_000) -> None:
@@ -428,11 +434,11 @@ def test_train_watch_abort_resume_and_chat_in_a_real_browser(server, browser, tm
         "() => document.querySelector('#eval_result')?.innerText.includes('perplexity')",
         timeout=120_000,
     )
-    results = json.loads((run_a / "eval_results.json").read_text())
+    results = json.loads((run_a / "duotune_eval.json").read_text())
     assert results["examples"] == 4
     assert f"loss {results['loss']:.4f}" in page.locator("#eval_result").inner_text()
     assert (
-        page.locator("#eval_command").inner_text().strip().endswith("--output saves/run-a/eval_results.json")
+        page.locator("#eval_command").inner_text().strip().endswith("--output saves/run-a/duotune_eval.json")
     )
     page.locator("button[role=tab]:has-text('Export')").click()
     _fill(page, "export_adapter", "saves/run-a")

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 from duotune.backends.registry import DEVICE_CHOICES, HOST_DEVICE
 from duotune.trainer.commands.bench import bench_cmd
+from duotune.trainer.commands.evaluate import EVAL_RESULTS
 from duotune.trainer.common.errors import EXIT_USER_ERROR, UserError
 
 __all__ = [
@@ -372,7 +373,6 @@ def download_cmd(model, hub, revision, local_dir, cache_dir, trust_remote_code, 
     )
 
 
-EVAL_RESULTS = "duotune_eval.json"  # not eval_results.json: the Trainer writes that one into output_dir
 DEVICE_OPTION_HELP = "Device (default: auto = NPU, then CUDA, then MPS, then CPU)."
 
 

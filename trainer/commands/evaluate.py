@@ -12,6 +12,10 @@ from duotune.trainer.common.console import kv
 from duotune.trainer.common.errors import UserError
 from duotune.trainer.common.files import atomic_write_text, write_error
 
+#: where `duotune eval --adapter DIR` writes by default: not eval_results.json, which the Trainer writes
+#: into a training output_dir for its own validation split
+EVAL_RESULTS = "duotune_eval.json"
+
 __all__ = ["evaluate_dataset", "token_losses"]
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import gradio as gr
+from duotune.trainer.commands.evaluate import EVAL_RESULTS
 from duotune.trainer.data.load import FORMATS
 
 from ..locales import ui_text
@@ -44,7 +45,7 @@ def eval_args(
     if str(max_samples or "").strip():
         args += ["--max-samples", str(max_samples).strip()]
     args += ["--batch-size", str(int(batch or 4)), "--device", device or "auto", "--dtype", dtype or "auto"]
-    output = (Path(adapter) if adapter else Path(RUNS_ROOT)) / "eval_results.json"
+    output = (Path(adapter) if adapter else Path(RUNS_ROOT)) / EVAL_RESULTS
     return args + ["--output", str(output)], output
 
 
