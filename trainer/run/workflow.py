@@ -75,6 +75,7 @@ def run_training(recipe: Recipe, recipe_path: Path) -> RunResult:
         trainer = build_trainer(run, args)
         result = train(run, trainer)
         save_results(run, trainer, result)
+        end_processes(run)
         return RunResult(run.out, run.model, trainer, dict(result.metrics))
 
 
@@ -354,6 +355,17 @@ def train(run: _Run, trainer):
     if memory:
         kv("memory", ", ".join(f"{k.replace('_bytes', '')} {v / 2**30:.2f} GiB" for k, v in memory.items()))
     return result
+
+
+def end_processes(run: _Run) -> None:
+    """In a multi-process run, every process waits for rank 0's saving, then the collective group is
+    closed: a process that exits with the group still open can abort in the collective library's
+    threads ("terminate called without an active exception") and fail a finished run."""
+    import torch.distributed as dist
+
+    if run.world > 1 and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def save_results(run: _Run, trainer, result) -> None:
