@@ -10,18 +10,44 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Backend", "Availability", "PRECISIONS", "dist_version", "torch_base_version"]
+__all__ = [
+    "Backend",
+    "Availability",
+    "PEAK_TFLOPS_ENV",
+    "PRECISIONS",
+    "VarlenKernel",
+    "dist_version",
+    "torch_base_version",
+]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: dense bf16/fp16 peak of one device in TFLOP/s, for MFU where the backend's table does not know the device
+PEAK_TFLOPS_ENV = "DUOTUNE_PEAK_TFLOPS"
 
 
 @dataclass(frozen=True)
 class Availability:
     ok: bool
     reason: str  # what was found, or why not and how to fix it, in words a user can act on
+
+
+@dataclass(frozen=True)
+class VarlenKernel:
+    """A device's own attention kernel for padding-free micro-batches: the examples of a micro-batch
+    concatenated into one sequence, their boundaries given as cumulative lengths ``cu_seqlens``.
+
+    ``function(query, key, value, cu_seqlens, scale, dropout)`` takes query, key and value as
+    (1, heads, tokens, head_dim) (key/value may have fewer heads: grouped-query attention), returns the
+    causal attention output as (1, tokens, heads, head_dim), every token attending only to earlier tokens
+    of its own example. ``function`` is None where transformers' own implementation of
+    ``attn_implementation`` already does this (FlashAttention-2 varlen)."""
+
+    name: str
+    function: Callable | None = None
 
 
 def torch_base_version() -> str:
@@ -61,6 +87,10 @@ class Backend(ABC):
     prefers_openmind: bool = False
     #: bf16/fp16 is this device's natural dtype: `--dtype auto` loads models for inference in it
     prefers_half_precision: bool = False
+    #: Liger's Triton kernels run here (`use_liger_kernel`)
+    supports_liger: bool = False
+    #: apply_fused_ops has fused operators for some models here (`npu_fused_ops`)
+    supports_fused_ops: bool = False
 
     @abstractmethod
     def availability(self) -> Availability: ...
@@ -87,6 +117,40 @@ class Backend(ABC):
     def attn_implementation(self, precision: str) -> tuple[str, str]:
         """(attn_implementation for from_pretrained, why)."""
         return "sdpa", "PyTorch scaled-dot-product attention"
+
+    def flash_attention(self, precision: str) -> tuple[str | None, str]:
+        """(attn_implementation that `flash_attn: fa2` loads, why), or (None, why it is unavailable)."""
+        return None, (
+            f"FlashAttention-2 needs a CUDA GPU with flash-attn installed, or an Ascend NPU; {self.name} has "
+            "neither (use flash_attn: auto or sdpa)"
+        )
+
+    def varlen_kernel(self, attn_implementation: str) -> VarlenKernel | None:
+        """This device's kernel for padding-free batches under ``attn_implementation``, or None when the
+        generic one (per-example SDPA / eager, trainer/model/attention.py) serves."""
+        return None
+
+    def liger_kernel(self) -> Availability:
+        """Whether Liger's fused Triton kernels can run here (transformers' `use_liger_kernel`)."""
+        return Availability(False, f"liger-kernel's Triton kernels need a CUDA GPU, not {self.name}")
+
+    def apply_fused_ops(self, model) -> tuple[list[str], str]:
+        """Swap exact fused operators of this device into ``model`` (before LoRA is attached).
+
+        Returns (names of the operators now in use, a note on why any were left out)."""
+        return [], f"no fused operators for {self.name}"
+
+    def peak_flops(self, precision: str) -> tuple[float | None, str]:
+        """Dense peak FLOP/s of one device at ``precision`` (for MFU), and where the figure came from."""
+        env = os.environ.get(PEAK_TFLOPS_ENV, "").strip()
+        if env:
+            try:
+                value = float(env)
+            except ValueError:
+                return None, f"{PEAK_TFLOPS_ENV}={env!r} is not a number"
+            if value > 0:
+                return value * 1e12, f"{PEAK_TFLOPS_ENV}"
+        return None, f"peak FLOP/s of this device unknown (set {PEAK_TFLOPS_ENV} to its dense bf16 TFLOP/s)"
 
     def setup(self, options: dict[str, Any] | None = None) -> list[str]:
         """Process-wide setup needed before the model loads; returns notes for the console."""

@@ -1,13 +1,30 @@
 """NVIDIA CUDA: bf16 where the GPU has it (Ampere and newer), else fp16; FlashAttention-2 when the
-flash-attn package is installed, else PyTorch SDPA; NCCL for multi-process runs."""
+flash-attn package is installed (its varlen kernel also serves padding-free batches), else PyTorch SDPA;
+Liger's fused kernels when liger-kernel is installed; NCCL for multi-process runs."""
 
 from __future__ import annotations
 
 import importlib.util
 
-from .base import Availability, Backend, torch_base_version
+from .base import Availability, Backend, VarlenKernel, torch_base_version
 
-__all__ = ["CudaBackend"]
+__all__ = ["CudaBackend", "PEAK_TFLOPS"]
+
+# Dense (no sparsity) bf16/fp16 tensor-core peak in TFLOP/s from NVIDIA's datasheets, matched against
+# torch.cuda.get_device_name(); the first matching entry wins, so more specific names come first.
+PEAK_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),
+    ("H200", 989.0),
+    ("H800", 989.0),
+    ("A100", 312.0),
+    ("A800", 312.0),
+    ("L40S", 362.0),
+    ("L40", 181.0),
+    ("A10", 125.0),
+    ("L4", 121.0),
+)
 
 
 class CudaBackend(Backend):
@@ -17,6 +34,7 @@ class CudaBackend(Backend):
     visible_devices_env = "CUDA_VISIBLE_DEVICES"
     supports_sharding = True
     prefers_half_precision = True
+    supports_liger = True
 
     def availability(self) -> Availability:
         import torch
@@ -64,6 +82,42 @@ class CudaBackend(Backend):
         if precision == "fp32":
             return "sdpa", "FlashAttention-2 needs bf16/fp16; PyTorch SDPA for fp32"
         return "flash_attention_2", "flash-attn is installed"
+
+    def flash_attention(self, precision: str) -> tuple[str | None, str]:
+        if importlib.util.find_spec("flash_attn") is None:
+            return (
+                None,
+                "flash_attn: fa2 needs the flash-attn package (pip install flash-attn --no-build-isolation)",
+            )
+        if precision == "fp32":
+            return (
+                None,
+                "FlashAttention-2 runs in bf16/fp16 only; set compute_type: bf16 (or fp16), or flash_attn: sdpa",
+            )
+        return "flash_attention_2", "flash-attn is installed"
+
+    def varlen_kernel(self, attn_implementation: str) -> VarlenKernel | None:
+        if attn_implementation == "flash_attention_2":
+            # transformers passes cu_seqlens (or restarting position_ids) to flash_attn_varlen_func itself
+            return VarlenKernel("FlashAttention-2 varlen (flash_attn_varlen_func)")
+        return None
+
+    def liger_kernel(self) -> Availability:
+        if importlib.util.find_spec("liger_kernel") is None:
+            return Availability(False, "liger-kernel is not installed (pip install liger-kernel)")
+        return Availability(True, "liger-kernel is installed")
+
+    def peak_flops(self, precision: str) -> tuple[float | None, str]:
+        value, source = super().peak_flops(precision)
+        if value is not None or precision == "fp32":
+            return value, source if value is not None else "MFU is reported for bf16/fp16 runs"
+        import torch
+
+        name = torch.cuda.get_device_name()
+        for key, tflops in PEAK_TFLOPS:
+            if key in name:
+                return tflops * 1e12, f"{name}: {tflops:g} TFLOP/s dense bf16 (datasheet)"
+        return None, f"peak FLOP/s of {name} unknown; set DUOTUNE_PEAK_TFLOPS to its dense bf16 TFLOP/s"
 
     def setup(self, options=None) -> list[str]:
         import torch

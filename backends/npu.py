@@ -10,6 +10,15 @@ Facts this module follows (torch_npu's documented API):
 - torch_npu's version must equal torch's. Importing it where CANN is missing raises arbitrary errors, so
   it is located with ``find_spec`` first, imported inside ``except Exception``, and only ever imported
   when the NPU is requested or probed.
+- Padding-free batches run on ``torch_npu.npu_fusion_attention(query, key, value, head_num, "TND", ...,
+  atten_mask=<2048x2048 upper-triangular bool>, scale=..., keep_prob=..., sparse_mode=3,
+  actual_seq_qlen=<cumulative example ends>, actual_seq_kvlen=<the same>)[0]``: the TND layout with
+  per-example lengths and the right-down causal mode, so no token attends across examples.
+- Fused operators (``npu_fused_ops``), each exactly the computation it replaces:
+  ``torch_npu.npu_rms_norm(x, gamma, epsilon)[0]`` = x * rsqrt(mean(x^2) + eps) * gamma;
+  ``torch_npu.npu_rotary_mul(x, r1, r2)`` = r1 * x + r2 * cat(-x2, x1) (x1, x2 the halves of the last
+  dimension; "half" mode, documented for 4-D inputs with head_dim 128);
+  ``torch_npu.npu_swiglu(x, dim=-1)`` = silu(a) * b for the halves a, b of x along dim.
 - Multi-process runs: HCCL gives up on connecting after ``HCCL_CONNECT_TIMEOUT`` seconds (CANN: integer in
   [120, 7200], default 120) and on a collective after ``HCCL_EXEC_TIMEOUT`` (default 1800). Rank 0 alone
   loads and encodes the data while the others wait at the first collective, which on a large dataset
@@ -23,16 +32,19 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import os
 import re
 import shutil
 import subprocess
 import sys
+import types
 from typing import Any
 
-from .base import Availability, Backend, dist_version, torch_base_version
+from .base import Availability, Backend, VarlenKernel, dist_version, torch_base_version
 
 __all__ = [
+    "FUSED_OPS_MODEL_TYPES",
     "HCCL_DEFAULTS",
     "JIT_ENV",
     "NpuBackend",
@@ -40,7 +52,11 @@ __all__ = [
     "package_versions",
     "probe_torch_npu",
     "torch_npu_install_hint",
+    "undo_fused_rotary",
 ]
+
+#: model types whose RMSNorm / rotary / SwiGLU npu_fused_ops replaces (DeepSeek-LLM chat models are Llamas)
+FUSED_OPS_MODEL_TYPES = ("llama", "qwen2")
 
 JIT_ENV = "DUOTUNE_NPU_JIT_COMPILE"
 #: set for multi-process runs unless already in the environment (seconds; see the module docstring)
@@ -85,6 +101,7 @@ class NpuBackend(Backend):
     supports_sharding = True
     prefers_openmind = True
     prefers_half_precision = True
+    supports_fused_ops = True
 
     def __init__(self) -> None:
         self._module: Any = None
@@ -146,6 +163,23 @@ class NpuBackend(Backend):
 
     def attn_implementation(self, precision: str) -> tuple[str, str]:
         return "sdpa", "PyTorch SDPA on the NPU"
+
+    def flash_attention(self, precision: str) -> tuple[str | None, str]:
+        return "sdpa", (
+            "on Ascend, padding-free batches call torch_npu.npu_fusion_attention directly and padded ones "
+            "go through SDPA, which torch_npu runs on the same fused operator"
+        )
+
+    def varlen_kernel(self, attn_implementation: str) -> VarlenKernel | None:
+        if attn_implementation == "eager":
+            return None
+        return VarlenKernel(
+            "torch_npu.npu_fusion_attention (TND layout, actual_seq_qlen per example)",
+            _npu_fusion_varlen(self.torch_npu),
+        )
+
+    def apply_fused_ops(self, model) -> tuple[list[str], str]:
+        return _apply_fused_ops(self.torch_npu, model)
 
     def jit_compile_wanted(self, options: dict[str, Any] | None) -> bool:
         env = os.environ.get(JIT_ENV, "").strip().lower()
@@ -259,6 +293,133 @@ def _children_of(pid: int) -> set[int]:
         if len(fields) > 1 and fields[1] == str(pid):
             children.add(int(entry))
     return children
+
+
+# ------------------------------------------------------------------------------------- fused kernels
+
+
+def _npu_fusion_varlen(torch_npu):
+    """The VarlenKernel function on torch_npu.npu_fusion_attention (see the module docstring)."""
+    import torch
+
+    causal_masks: dict[Any, Any] = {}
+
+    def attention(query, key, value, cu_seqlens, scale, dropout):
+        # (1, heads, tokens, head_dim) -> TND: (tokens, heads, head_dim); key/value keep their own head count
+        q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))
+        mask = causal_masks.get(q.device)
+        if mask is None:  # the compressed 2048 x 2048 mask sparse_mode 3 documents: True = masked out
+            mask = torch.triu(torch.ones(2048, 2048, dtype=torch.bool, device=q.device), diagonal=1)
+            causal_masks[q.device] = mask
+        ends = [int(n) for n in cu_seqlens[1:].tolist()]  # cumulative lengths without the leading 0
+        out = torch_npu.npu_fusion_attention(
+            q,
+            k,
+            v,
+            q.shape[1],
+            "TND",
+            atten_mask=mask,
+            scale=scale,
+            keep_prob=1.0 - dropout,
+            sparse_mode=3,
+            actual_seq_qlen=ends,
+            actual_seq_kvlen=ends,
+        )[0]
+        return out.unsqueeze(0)
+
+    return attention
+
+
+_ORIGINAL_ROTARY: dict[str, Any] = {}
+
+
+def _apply_fused_ops(torch_npu, model) -> tuple[list[str], str]:
+    """RMSNorm and SwiGLU modules get fused forwards; the model family's rotary function a fused one."""
+    import torch
+
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in FUSED_OPS_MODEL_TYPES:
+        return [], f"npu_fused_ops covers Llama, Qwen2 and DeepSeek-LLM models, not {model_type}"
+    norms = mlps = 0
+    for module in model.modules():
+        name = type(module).__name__
+        if name.endswith("RMSNorm") and hasattr(module, "variance_epsilon") and hasattr(module, "weight"):
+            module.forward = types.MethodType(_fused_rms_norm(torch_npu, type(module).forward), module)
+            norms += 1
+        elif name.endswith("MLP") and _is_swiglu_mlp(module, torch):
+            module.forward = types.MethodType(_fused_swiglu(torch_npu), module)
+            mlps += 1
+    used = []
+    if norms:
+        used.append(f"npu_rms_norm x{norms}")
+    if mlps:
+        used.append(f"npu_swiglu x{mlps}")
+    config = model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    family = sys.modules.get(type(model).__module__)
+    note = ""
+    if head_dim != 128:
+        note = (
+            f"rotary kept unfused: npu_rotary_mul is documented for head_dim 128, this model has {head_dim}"
+        )
+    elif family is None or not callable(getattr(family, "apply_rotary_pos_emb", None)):
+        note = f"rotary kept unfused: {type(model).__module__} has no apply_rotary_pos_emb"
+    else:
+        original = _ORIGINAL_ROTARY.setdefault(family.__name__, family.apply_rotary_pos_emb)
+        family.apply_rotary_pos_emb = _fused_rotary(torch_npu, original)
+        used.append("npu_rotary_mul")
+    return used, note
+
+
+def undo_fused_rotary() -> None:
+    """Put back the rotary functions _apply_fused_ops replaced (module-level: they outlive one model)."""
+    for name, original in _ORIGINAL_ROTARY.items():
+        if name in sys.modules:
+            sys.modules[name].apply_rotary_pos_emb = original
+    _ORIGINAL_ROTARY.clear()
+
+
+def _is_swiglu_mlp(module, torch) -> bool:
+    """gate/up/down projections with SiLU between them and no tensor-parallel slicing (Llama's MLP)."""
+    if not all(hasattr(module, n) for n in ("gate_proj", "up_proj", "down_proj", "act_fn")):
+        return False
+    config = getattr(module, "config", None)
+    if getattr(config, "pretraining_tp", 1) > 1:
+        return False
+    return isinstance(module.act_fn, torch.nn.SiLU) or type(module.act_fn).__name__ in (
+        "SiLU",
+        "SiLUActivation",
+    )
+
+
+def _fused_rms_norm(torch_npu, unfused):
+    def forward(self, hidden_states):
+        if self.weight.dtype != hidden_states.dtype:  # e.g. fp32 weights under autocast: keep its dtype rules
+            return unfused(self, hidden_states)
+        return torch_npu.npu_rms_norm(hidden_states, self.weight, epsilon=self.variance_epsilon)[0]
+
+    return forward
+
+
+def _fused_swiglu(torch_npu):
+    import torch
+
+    def forward(self, x):
+        gate_up = torch.cat((self.gate_proj(x), self.up_proj(x)), dim=-1)
+        return self.down_proj(torch_npu.npu_swiglu(gate_up, dim=-1))
+
+    return forward
+
+
+def _fused_rotary(torch_npu, original):
+    signature = inspect.signature(original)
+
+    def apply_rotary_pos_emb(q, k, cos, sin, *args, **kwargs):
+        unsqueeze_dim = signature.bind(q, k, cos, sin, *args, **kwargs).arguments.get("unsqueeze_dim", 1)
+        cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
+        return torch_npu.npu_rotary_mul(q, cos, sin), torch_npu.npu_rotary_mul(k, cos, sin)
+
+    return apply_rotary_pos_emb
 
 
 def cann_version(module=None) -> str | None:

@@ -245,6 +245,66 @@ torch.npu = npu
 """
 
 
+# torch_npu's fused operators, implemented in plain torch from their documented semantics (appended to the
+# stand-in above); every call is recorded in ``calls`` so tests can tell that a fused path really ran.
+FAKE_TORCH_NPU_OPS = """
+
+def npu_rms_norm(self, gamma, epsilon=1e-06):
+    # y = x * rsqrt(mean(x^2) + eps) * gamma, computed in fp32; second output rstd = 1 / rms(x)
+    _record("npu_rms_norm", tuple(self.shape), epsilon=epsilon)
+    x = self.float()
+    rstd = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + epsilon)
+    return gamma * (x * rstd).to(self.dtype), rstd
+
+
+def npu_rotary_mul(input, r1, r2, rotary_mode="half"):
+    # "half": x1, x2 = chunk(x, 2, -1); output = r1 * x + r2 * cat(-x2, x1); 4-D tensors only
+    _record("npu_rotary_mul", tuple(input.shape), rotary_mode=rotary_mode)
+    assert input.dim() == 4 and r1.dim() == 4 and r2.dim() == 4 and rotary_mode == "half"
+    x1, x2 = torch.chunk(input, 2, -1)
+    return r1 * input + r2 * torch.cat((-x2, x1), dim=-1)
+
+
+def npu_swiglu(input, dim=-1):
+    # A, B = the two halves of input along dim; output = silu(A) * B
+    _record("npu_swiglu", tuple(input.shape), dim=dim)
+    a, b = torch.chunk(input, 2, dim=dim)
+    return torch.nn.functional.silu(a) * b
+
+
+def npu_fusion_attention(query, key, value, head_num, input_layout, pse=None, padding_mask=None,
+                         atten_mask=None, scale=1.0, keep_prob=1.0, pre_tockens=2147483647,
+                         next_tockens=2147483647, inner_precise=0, prefix=None, actual_seq_qlen=None,
+                         actual_seq_kvlen=None, sparse_mode=0, gen_mask_parallel=True, sync=False):
+    # Only what duotune uses: layout TND (tokens, heads, head_dim) with actual_seq_qlen/actual_seq_kvlen the
+    # cumulative ends of the sequences, sparse_mode 3 (right-down causal) with the compressed 2048 x 2048
+    # bool mask (True = masked). Key/value may have fewer heads (N1 a multiple of N2). Seven outputs.
+    _record("npu_fusion_attention", input_layout=input_layout, sparse_mode=sparse_mode,
+            actual_seq_qlen=list(actual_seq_qlen), actual_seq_kvlen=list(actual_seq_kvlen))
+    assert input_layout == "TND" and sparse_mode == 3 and pse is None and padding_mask is None
+    assert atten_mask is not None and atten_mask.dtype == torch.bool and tuple(atten_mask.shape) == (2048, 2048)
+    assert bool(atten_mask[0, 1]) and not bool(atten_mask[1, 0])
+    assert query.dim() == 3 and query.shape[1] == head_num and head_num % key.shape[1] == 0
+    assert list(actual_seq_qlen)[-1] == query.shape[0] and list(actual_seq_kvlen)[-1] == key.shape[0]
+    groups = head_num // key.shape[1]
+    outputs, q_start, kv_start = [], 0, 0
+    for q_end, kv_end in zip(actual_seq_qlen, actual_seq_kvlen):
+        q = query[q_start:q_end].transpose(0, 1)
+        k = key[kv_start:kv_end].transpose(0, 1).repeat_interleave(groups, dim=0)
+        v = value[kv_start:kv_end].transpose(0, 1).repeat_interleave(groups, dim=0)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+        lq, lk = q.shape[1], k.shape[1]
+        future = torch.ones(lq, lk, dtype=torch.bool).triu(1 + lk - lq)
+        scores = scores.masked_fill(future, float("-inf"))
+        weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+        weights = torch.nn.functional.dropout(weights, p=1.0 - keep_prob, training=keep_prob < 1.0)
+        outputs.append(torch.matmul(weights, v).transpose(0, 1))
+        q_start, kv_start = q_end, kv_end
+    out = torch.cat(outputs, dim=0)
+    return out, None, None, None, 0, 0, 0
+"""
+
+
 def write_fake_torch_npu(
     root: Path,
     *,
@@ -263,6 +323,7 @@ def write_fake_torch_npu(
         FAKE_TORCH_NPU.format(
             bf16=bf16, count=count, version=version, broken=broken, marker=marker, name=name, cann=cann
         )
+        + FAKE_TORCH_NPU_OPS
     )
     return root
 
@@ -301,3 +362,82 @@ def no_torch_npu_block():
     yield
     if "torch_npu" in sys.modules and sys.modules["torch_npu"] is None:
         del sys.modules["torch_npu"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tiny random causal LMs for the kernel tests (padding-free, packing, fused operators).
+
+EXACT = 1e-5  # relative difference allowed between two computations of the same loss / gradient (fp32)
+LENGTHS = [5, 17, 9, 30]
+
+
+def tiny_model(attn: str = "sdpa", *, head_dim: int | None = None, model_type: str = "llama", seed: int = 0):
+    """A random 2-layer fp32 causal LM with grouped-query attention (4 heads, 2 key/value heads; with
+    ``head_dim`` 2 heads of that size and 1 key/value head)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    heads = 4 if head_dim is None else 2
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=128,
+        hidden_size=64 if head_dim is None else heads * head_dim,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=heads,
+        num_key_value_heads=heads // 2,
+        max_position_embeddings=256,
+    )
+    return AutoModelForCausalLM.from_config(config, attn_implementation=attn).float()
+
+
+def with_lora(model):
+    """LoRA on all seven projections, with B drawn at random instead of zero so every LoRA weight gets a
+    gradient."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    peft_model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=targets, lora_dropout=0.0)
+    )
+    generator = torch.Generator().manual_seed(1)
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:
+            with torch.no_grad():
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+    return peft_model
+
+
+def examples(lengths=LENGTHS, seed: int = 3) -> list[dict]:
+    """Random token examples whose first third is a prompt (label -100)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for n in lengths:
+        ids = torch.randint(3, 128, (n,), generator=generator).tolist()
+        out.append({"input_ids": ids, "labels": [-100 if i < n // 3 else t for i, t in enumerate(ids)]})
+    return out
+
+
+def loss_and_grads(model, batch):
+    """The training loss of one batch and the gradient of every trainable weight."""
+    model.zero_grad()
+    model.train()
+    loss = model(**batch).loss
+    loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    return loss.detach(), grads
+
+
+def assert_same(reference, other) -> None:
+    """Same loss, and every gradient the same, to a relative EXACT (none of them zero)."""
+    (ref_loss, ref_grads), (loss, grads) = reference, other
+    assert abs(float(loss - ref_loss)) <= EXACT * abs(float(ref_loss)), (float(loss), float(ref_loss))
+    assert ref_grads.keys() == grads.keys() and grads
+    for name, g in grads.items():
+        ref = ref_grads[name]
+        assert ref.norm() > 0, name
+        assert float((g - ref).norm() / ref.norm()) <= EXACT, name

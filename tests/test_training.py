@@ -125,6 +125,7 @@ def test_validation_split_logs_eval_loss_plots_it_and_tracks_it_in_swanlab(tmp_p
     out = result.output_dir
     (swanlab_run,) = (out / "swanlog").glob("run-*/run-*.swanlab")  # offline: no key in the test env
     assert b"eval/loss" in swanlab_run.read_bytes() and b"train/loss" in swanlab_run.read_bytes()
+    assert b"train/real_tokens_per_second" in swanlab_run.read_bytes()  # the throughput reaches SwanLab
     rows = read_jsonl(out / "trainer_log.jsonl")
     evals = [r for r in rows if "eval_loss" in r]
     assert [r["current_steps"] for r in evals] == [2, 4]

@@ -109,7 +109,7 @@ def test_every_recipe_key_is_a_form_field_of_the_right_kind():
     )  # a number box can't say null
     assert fields["learning_rate"].kind == "text"  # so 2e-5 stays readable and "fast" gets the CLI's error
     assert fields["lr_scheduler_type"].suggestions[:2] == ("linear", "cosine")
-    assert {f.group for f in fields.values()} == {"model", "data", "lora", "train", "tracking"}
+    assert {f.group for f in fields.values()} == {"model", "data", "lora", "train", "speed", "tracking"}
     for f in fields.values():
         assert f.help == recipe_fields()[f.key].metadata["help"]  # one source of truth for the help
 
@@ -121,11 +121,13 @@ def test_a_new_recipe_key_appears_in_the_form_with_its_type_default_choices_and_
 
     @dataclasses.dataclass
     class Extended(Recipe):
-        flash_attn: Literal["auto", "fa2", "sdpa", "eager"] = dataclasses.field(
-            default="auto", metadata={"help": "Attention kernel choice.", "group": "model"}
+        rope_kernel: Literal["auto", "triton", "sdpa", "eager"] = dataclasses.field(
+            default="auto", metadata={"help": "Rotary kernel choice.", "group": "model"}
         )
-        packing: bool = dataclasses.field(default=False, metadata={"help": "Pack rows.", "group": "data"})
-        padding_free: bool | Literal["auto"] = dataclasses.field(
+        shuffle_rows: bool = dataclasses.field(
+            default=False, metadata={"help": "Shuffle rows.", "group": "data"}
+        )
+        fused_loss: bool | Literal["auto"] = dataclasses.field(
             default="auto", metadata={"help": "No padding.", "group": "train"}
         )
 
@@ -138,18 +140,18 @@ def test_a_new_recipe_key_appears_in_the_form_with_its_type_default_choices_and_
     form._CACHE.clear()
     try:
         fields = {f.key: f for f in form_fields()}
-        assert fields["flash_attn"].kind == "dropdown" and fields["flash_attn"].choice_labels == [
+        assert fields["rope_kernel"].kind == "dropdown" and fields["rope_kernel"].choice_labels == [
             "auto",
-            "fa2",
+            "triton",
             "sdpa",
             "eager",
         ]
-        assert fields["flash_attn"].help == "Attention kernel choice." and not fields["flash_attn"].basic
-        assert fields["packing"].kind == "checkbox" and fields["packing"].group == "data"
-        assert fields["padding_free"].kind == "dropdown"
-        assert fields["padding_free"].choice_labels == ["true", "false", "auto"]
-        assert from_form("padding_free", "false") is False and from_form("padding_free", "auto") == "auto"
-        assert override_text("padding_free", False) == "padding_free=false"
+        assert fields["rope_kernel"].help == "Rotary kernel choice." and not fields["rope_kernel"].basic
+        assert fields["shuffle_rows"].kind == "checkbox" and fields["shuffle_rows"].group == "data"
+        assert fields["fused_loss"].kind == "dropdown"
+        assert fields["fused_loss"].choice_labels == ["true", "false", "auto"]
+        assert from_form("fused_loss", "false") is False and from_form("fused_loss", "auto") == "auto"
+        assert override_text("fused_loss", False) == "fused_loss=false"
     finally:
         form._CACHE.clear()
 

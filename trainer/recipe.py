@@ -39,6 +39,14 @@ __all__ = [
 # Keys whose values are never written to disk, logs or trackers.
 SECRET_KEY_PATTERN = re.compile(r"(token|api_key|apikey|secret|password)", re.IGNORECASE)
 
+# attn_implementation (Hugging Face's key) -> flash_attn (LLaMA-Factory's): the same choice, two spellings
+ATTN_IMPLEMENTATION_TO_FLASH_ATTN = {
+    "auto": "auto",
+    "flash_attention_2": "fa2",
+    "sdpa": "sdpa",
+    "eager": "eager",
+}
+
 MAX_SEED = 2**32 - 1  # numpy.random.seed, which transformers' set_seed calls, takes no other value
 
 LR_SCHEDULERS = (
@@ -102,12 +110,6 @@ class Recipe:
         "auto",
         "Whose Trainer runs the loop: `auto` = openMind's on an NPU when the `openmind` package is "
         "installed, else transformers'.",
-        "model",
-    )
-    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = _f(
-        "auto",
-        "Attention kernel. `auto` lets the backend choose (FlashAttention-2 on CUDA when flash-attn is "
-        "installed, else SDPA).",
         "model",
     )
     npu_jit_compile: bool = _f(
@@ -208,7 +210,8 @@ class Recipe:
     fp16: bool = _f(False, "Hugging Face spelling of `compute_type: fp16`.", "train")
     pad_to_multiple_of: int | None = _f(
         8,
-        "Pad each batch to a multiple of this length (8 suits tensor cores); null pads to the longest.",
+        "Pad each padded batch to a multiple of this length (8 suits tensor cores); null pads to the "
+        "longest. Padding-free batches have no padding.",
         "train",
     )
     logging_steps: int = _f(10, "Log loss, learning rate and grad norm every this many updates.", "train")
@@ -244,6 +247,52 @@ class Recipe:
         "train",
     )
 
+    # ---------------------------------------------------------------- speed
+    padding_free: bool | Literal["auto"] = _f(
+        "auto",
+        "Train each micro-batch as one flattened sequence without padding: position_ids restart at every "
+        "example and attention stays inside each example, so loss and gradients equal those of padded "
+        "batches. `auto` = on wherever the backend has an exact kernel for it; `train` prints which.",
+        "speed",
+    )
+    packing: bool = _f(
+        False,
+        "Pack several examples into each row of up to cutoff_len tokens (best-fit decreasing), attention "
+        "still confined to each example. per_device_train_batch_size then counts rows, so an epoch has "
+        "fewer, larger updates (README: Performance).",
+        "speed",
+    )
+    group_by_length: bool = _f(
+        False,
+        "Put examples of similar length into the same batch (Hugging Face's length-grouped sampler) so "
+        "padded batches waste less; padding-free batches have no padding to save.",
+        "speed",
+    )
+    flash_attn: Literal["auto", "fa2", "sdpa", "eager"] = _f(
+        "auto",
+        "Attention kernel: `fa2` = FlashAttention-2 (CUDA with flash-attn; on Ascend the NPU's fused "
+        "attention), `sdpa` = PyTorch's scaled-dot-product attention, `eager` = plain matmuls. `auto` lets "
+        "the backend choose.",
+        "speed",
+    )
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = _f(
+        "auto",
+        "Hugging Face spelling of `flash_attn` (flash_attention_2 = fa2); set one of the two.",
+        "speed",
+    )
+    use_liger_kernel: bool | Literal["auto"] = _f(
+        "auto",
+        "CUDA: Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy) through "
+        "transformers' own switch. `auto` = on when liger-kernel is installed and supports the model.",
+        "speed",
+    )
+    npu_fused_ops: bool | Literal["auto"] = _f(
+        "auto",
+        "Ascend: run RMSNorm, rotary embedding and SwiGLU of Llama / Qwen2 / DeepSeek-LLM models on "
+        "the fused npu_rms_norm, npu_rotary_mul and npu_swiglu. `auto` = on on an NPU for those models.",
+        "speed",
+    )
+
     # ---------------------------------------------------------------- tracking
     report_to: list[str] = _f(
         ["swanlab"],
@@ -275,6 +324,14 @@ class Recipe:
         if self.fp16:
             return "fp16"
         return self.compute_type
+
+    @property
+    def requested_attention(self) -> str:
+        """flash_attn with the Hugging Face spelling attn_implementation folded in (validation rejects
+        conflicts): auto, fa2, sdpa or eager."""
+        if self.flash_attn != "auto":
+            return self.flash_attn
+        return ATTN_IMPLEMENTATION_TO_FLASH_ATTN[self.attn_implementation]
 
     @property
     def swanlab_enabled(self) -> bool:
@@ -373,6 +430,17 @@ class Recipe:
             "fsdp",
             "must be full_shard, shard_grad_op or null",
         )
+        hf_attention = ATTN_IMPLEMENTATION_TO_FLASH_ATTN[self.attn_implementation]
+        if "auto" not in (self.flash_attn, hf_attention) and self.flash_attn != hf_attention:
+            p.append(
+                f"'flash_attn: {self.flash_attn}' contradicts 'attn_implementation: {self.attn_implementation}': "
+                "keep one of them"
+            )
+        if self.packing and self.padding_free is False:
+            p.append(
+                "'packing: true' trains packed rows padding-free (attention kept inside each example): "
+                "remove 'padding_free: false' or set packing to false"
+            )
         if self.fsdp and self.deepspeed:
             p.append("'deepspeed' and 'fsdp' are both set: choose one way to shard")
         if "none" in self.report_to and len(self.report_to) > 1:
@@ -415,6 +483,9 @@ def _describe(tp: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(str(a) for a in args)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if all(a is bool or typing.get_origin(a) is Literal for a in args):  # bool | Literal["auto"]
+            values = ["true", "false"] + [str(v) for a in args if a is not bool for v in typing.get_args(a)]
+            return "one of " + ", ".join(values)
         parts = [_describe(a) for a in args if a is not type(None)]
         return " or ".join(parts) + (" or null" if type(None) in args else "")
     if origin is list:
@@ -616,6 +687,7 @@ GROUP_TITLES = {
     "data": "Data",
     "lora": "LoRA",
     "train": "Training",
+    "speed": "Speed: batching and kernels",
     "tracking": "Tracking and outputs",
 }
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 from duotune.backends.registry import DEVICE_CHOICES, HOST_DEVICE
+from duotune.trainer.commands.bench import bench_cmd
 from duotune.trainer.commands.evaluate import EVAL_RESULTS
 from duotune.trainer.common.errors import EXIT_USER_ERROR, UserError
 
@@ -22,6 +23,7 @@ __all__ = [
     "env_cmd",
     "download_cmd",
     "web_cmd",
+    "bench_cmd",
     "duotune",
     "train_main",
     "duotune_main",
@@ -690,6 +692,8 @@ duotune.add_command(parity_group)
 duotune.add_command(merge_cmd)
 duotune.add_command(chat_cmd)
 duotune.add_command(eval_cmd)
+bench_cmd.callback = user_errors(bench_cmd.callback)
+duotune.add_command(bench_cmd)
 duotune.add_command(web_cmd)
 
 

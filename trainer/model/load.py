@@ -24,6 +24,7 @@ __all__ = [
     "lora_config_for",
     "linear_module_names",
     "count_parameters",
+    "model_type",
     "save_tokenizer",
     "TORCH_DTYPES",
 ]
@@ -153,6 +154,16 @@ def load_model(source: ModelSource, recipe: Recipe, *, precision: str, attn_impl
         model.enable_input_require_grads()
         model.config.use_cache = False
     return model
+
+
+def model_type(source: ModelSource) -> str | None:
+    """The model_type its config.json declares (read without loading anything), None if unreadable."""
+    import json
+
+    try:
+        return json.loads((Path(source.path) / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def linear_module_names(model) -> list[str]:

@@ -208,7 +208,13 @@ def build_training_args(
         "dataloader_num_workers": recipe.dataloader_num_workers,
         "disable_tqdm": False,
         "ddp_find_unused_parameters": False,
+        "prediction_loss_only": True,  # evaluation needs the loss only, never all the logits gathered
     }
+    if recipe.group_by_length:  # transformers 5 renamed the switch
+        if "train_sampling_strategy" in known:
+            kwargs["train_sampling_strategy"] = "group_by_length"
+        else:
+            kwargs["group_by_length"] = True
     if recipe.warmup_steps:
         kwargs["warmup_steps"] = recipe.warmup_steps
     elif recipe.warmup_ratio:
@@ -278,8 +284,13 @@ def make_trainer(
     tokenizer,
     callbacks: list,
     loraplus_lr_ratio: float | None = None,
+    throughput=None,
+    learned_logits_only: bool = False,
     guard=None,
 ):
+    """The Trainer of ``framework`` with duotune's additions: LoRA+, the token-mean loss on transformers
+    < 4.46, exact logged losses, the ``throughput`` meter (trainer/run/throughput.py) fed with every
+    training micro-batch, and ``learned_logits_only`` (trainer/model/kernels.py)."""
     base = framework.Trainer
     # transformers 4.x rounds the logged loss to 4 decimals; parity checks need it exact
     rounds_loss = framework.transformers_major_minor < (5, 0)
@@ -295,8 +306,24 @@ def make_trainer(
             if needs_token_mean and token_mean_applies(self.args, self.accelerator):
                 self._token_mean = _TokenMean(self)
                 self.add_callback(_token_mean_callback(self._token_mean))
+            if throughput is not None and self.accelerator.num_processes > 1:
+                throughput.reduce = self._sum_over_processes
+
+        def _sum_over_processes(self, values: list[float]) -> list[float]:
+            import torch
+
+            summed = self.accelerator.reduce(
+                torch.tensor([int(v) for v in values], dtype=torch.long, device=self.args.device), "sum"
+            )
+            return [float(v) for v in summed.tolist()]
+
+        def evaluate(self, *a, **kw):
+            with throughput.excluded() if throughput is not None else contextlib.nullcontext():
+                return super().evaluate(*a, **kw)
 
         def training_step(self, model, inputs, *a, **kw):
+            if throughput is not None:
+                throughput.add(inputs)
             if self._token_mean is None:
                 loss = super().training_step(model, inputs, *a, **kw)
             else:
@@ -307,6 +334,10 @@ def make_trainer(
             return loss
 
         def compute_loss(self, model, inputs, return_outputs=False, **kw):
+            if learned_logits_only:
+                from duotune.trainer.model.kernels import learned_positions_only
+
+                inputs = learned_positions_only(inputs)
             result = super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)
             if self._token_mean is None or not self._token_mean.in_micro_batch:
                 return result
@@ -339,6 +370,8 @@ def make_trainer(
             if self._exact_loss is not None and "loss" in logs:
                 logs["loss"] = self._exact_loss
                 self._exact_loss = None
+            if throughput is not None and "loss" in logs:
+                logs.update(throughput.interval_logs())
             return super().log(logs, *a, **kw)
 
         def create_optimizer(self, *a, **kw):

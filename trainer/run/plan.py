@@ -1,5 +1,6 @@
-"""The run plan: which backend, device, precision, attention kernel, framework and sharding a recipe
-gets, each with the reason printed at the start of ``train``. Nothing is loaded or written here."""
+"""The run plan: which backend, device, precision, attention kernel, batch layout, framework and
+sharding a recipe gets, each with the reason printed at the start of ``train``. Nothing is loaded or
+written here."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ class Plan:
     framework: str
     framework_why: str
     deepspeed_config: str | None = None  # resolved path of the DeepSpeed JSON, when the recipe asks for it
+    batching: Any = (
+        None  # trainer.model.attention.Batching: the layout asked for (confirmed once the model loads)
+    )
 
     def lines(self, framework_desc: str | None = None) -> list[tuple[str, str]]:
         return [
@@ -51,6 +55,7 @@ def backend_for(device: str):
 
 def make_plan(recipe: Recipe, device: str | None = None) -> Plan:
     """Pick the backend and let it decide device, precision and attention; pick the framework."""
+    from duotune.trainer.model.attention import choose_attention, plan_batching
     from duotune.trainer.run.framework import resolve_framework
 
     backend, why = backend_for(device or recipe.device)
@@ -62,10 +67,7 @@ def make_plan(recipe: Recipe, device: str | None = None) -> Plan:
         if not support.ok:
             raise UserError(f"compute_type {wanted} on {backend.name}: {support.reason}")
         precision, precision_why = wanted, "from the recipe"
-    if recipe.attn_implementation == "auto":
-        attn, attn_why = backend.attn_implementation(precision)
-    else:
-        attn, attn_why = recipe.attn_implementation, "from the recipe"
+    attn, attn_why = choose_attention(recipe.requested_attention, backend, precision)
     ds_config = check_strategy(recipe, backend)
     framework, framework_why = resolve_framework(recipe.framework, backend)
     return Plan(
@@ -79,6 +81,7 @@ def make_plan(recipe: Recipe, device: str | None = None) -> Plan:
         framework,
         framework_why,
         deepspeed_config=ds_config,
+        batching=plan_batching(recipe, backend, attn, precision),
     )
 
 

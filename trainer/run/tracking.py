@@ -2,8 +2,9 @@
 
 ``trainer_log.jsonl`` has one line per logging step with the keys LLaMA-Factory users already read
 (current_steps, total_steps, loss, learning_rate, epoch, percentage, elapsed_time, remaining_time) plus
-grad_norm, and one line per evaluation with eval_loss. Losses are written at full precision so runs on
-different backends can be compared exactly.
+grad_norm and the interval's throughput (real_tokens_per_second, padding_fraction, peak_memory_gib, and
+mfu on accelerators: trainer/run/throughput.py), and one line per evaluation with eval_loss. Losses are
+written at full precision so runs on different backends can be compared exactly.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from duotune.trainer.recipe import Recipe
+from duotune.trainer.run.throughput import THROUGHPUT_KEYS
 
 __all__ = [
     "TRAINER_LOG",
@@ -92,6 +94,7 @@ def make_log_callback(output_dir: str | Path):
                     line["grad_norm"] = _number(logs["grad_norm"])
                 lr = self.step_lr if self.step_lr is not None else logs.get("learning_rate", 0.0)
                 line["learning_rate"] = _number(lr)
+                line.update({k: _number(logs[k]) for k in THROUGHPUT_KEYS if k in logs})
             if "eval_loss" in logs:
                 line["eval_loss"] = _number(logs["eval_loss"])
             line.update(

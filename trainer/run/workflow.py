@@ -1,5 +1,5 @@
-"""One training run, top to bottom: plan -> output dir -> tokenizer -> data -> model + LoRA -> Trainer
--> saved adapter, logs and plots.
+"""One training run, top to bottom: plan -> output dir -> tokenizer -> data -> model + LoRA (batch layout,
+kernels) -> packing -> Trainer -> saved adapter, logs, throughput and plots.
 
 Everything that can be wrong with the user's input (recipe, device, output dir, data, model folder,
 training settings) is checked before the output directory is written to, so a refused run leaves
@@ -50,6 +50,9 @@ class _Run:
     model: Any = None
     use_swanlab: bool = False
     stop: Any = None  # the GracefulStop signal handlers of trainer.train()
+    batching: Any = None  # trainer.model.attention.Batching, confirmed against the loaded model
+    kernels: Any = None  # trainer.model.kernels.Kernels
+    throughput: Any = None  # trainer.run.throughput.ThroughputMeter
     guard: Any = None  # the NonFiniteGuard watching every update
     trainer: Any = None
     opened: bool = False  # output_dir has been written to (run_status.json says how the run ends)
@@ -65,12 +68,14 @@ def run_training(recipe: Recipe, recipe_path: Path) -> RunResult:
         prepare_examples(run)
         args = training_arguments(run)
         load_model_with_lora(run)
+        pack_examples(run)
         describe_schedule(run)
         # ---- nothing above wrote to output_dir; from here on the run is real
         open_output_dir(run)
         trainer = build_trainer(run, args)
         result = train(run, trainer)
         save_results(run, trainer, result)
+        end_processes(run)
         return RunResult(run.out, run.model, trainer, dict(result.metrics))
 
 
@@ -168,12 +173,19 @@ def prepare_examples(run: _Run) -> None:
 
 def training_arguments(run: _Run):
     """TrainingArguments of the installed framework (refusing names it does not know)."""
+    from duotune.trainer.model.kernels import Kernels, plan_liger
+    from duotune.trainer.model.load import model_type
     from duotune.trainer.run.framework import build_training_args
 
     report_to = [t for t in run.recipe.report_to if t != "swanlab"]
     run.use_swanlab = run.recipe.swanlab_enabled
     if run.use_swanlab and run.framework.has_swanlab_integration:
         report_to.append("swanlab")
+    liger, liger_why = plan_liger(run.recipe, run.plan.backend, model_type(run.source))
+    run.kernels = Kernels(liger=liger, liger_why=liger_why)
+    extra = run.plan.backend.training_args_overrides()
+    if liger:
+        extra["use_liger_kernel"] = True
     return build_training_args(
         run.framework,
         run.recipe,
@@ -181,12 +193,15 @@ def training_arguments(run: _Run):
         has_eval=run.eval_ds is not None,
         report_to=report_to,
         deepspeed=run.plan.deepspeed_config,
-        extra=run.plan.backend.training_args_overrides(),
+        extra=extra,
     )
 
 
 def load_model_with_lora(run: _Run) -> None:
-    """Backend set-up, then the base model with the LoRA adapter on it (seeded: same seed, same init)."""
+    """Backend set-up, then the base model with the LoRA adapter on it (seeded: same seed, same init),
+    its batch layout and kernels confirmed against the model."""
+    from duotune.trainer.model.attention import enable_batching
+    from duotune.trainer.model.kernels import apply_fused_ops, learned_logits_supported
     from duotune.trainer.model.load import apply_lora, count_parameters, load_model
     from transformers import set_seed
 
@@ -199,13 +214,31 @@ def load_model_with_lora(run: _Run) -> None:
         precision=run.plan.precision,
         attn_implementation=run.plan.attn_implementation,
     )
+    run.batching = enable_batching(model, run.plan.batching, run.recipe)
+    kernels = run.kernels
+    kernels.fused_ops, kernels.fused_ops_why = apply_fused_ops(run.recipe, run.plan.backend, model)
     run.model = apply_lora(model, run.recipe)
+    kernels.learned_logits_only, kernels.learned_logits_why = learned_logits_supported(
+        run.model, kernels.liger
+    )
+    kv("batching", run.batching.describe())
+    kv("kernels", kernels.describe())
     trainable, total = (
         run.model.get_nb_trainable_parameters()
         if hasattr(run.model, "get_nb_trainable_parameters")
         else count_parameters(run.model)
     )
     kv("parameters", f"{trainable:,} trainable of {total:,} ({100 * trainable / total:.4f}%)")
+
+
+def pack_examples(run: _Run) -> None:
+    """packing: true packs the training examples into rows of up to cutoff_len tokens."""
+    if not run.recipe.packing:
+        return
+    from duotune.trainer.data.pack import pack_dataset
+
+    run.train_ds, stats = pack_dataset(run.train_ds, run.recipe.cutoff_len)
+    kv("packing", stats.describe())
 
 
 def describe_schedule(run: _Run) -> None:
@@ -219,7 +252,8 @@ def describe_schedule(run: _Run) -> None:
     n_eval = len(run.eval_ds) if run.eval_ds is not None else 0
     kv(
         "schedule",
-        f"{len(run.train_ds)} train / {n_eval} eval examples, ~{steps_per_epoch} updates per epoch, {length}",
+        f"{len(run.train_ds)} train {'rows' if recipe.packing else 'examples'} / {n_eval} eval examples, "
+        f"~{steps_per_epoch} updates per epoch, {length}",
     )
     note = loss_average_note(run.framework, recipe, run.world, micro_batches)
     if note:
@@ -241,15 +275,15 @@ def open_output_dir(run: _Run) -> None:
 
 
 def build_trainer(run: _Run, args):
-    """The collator, the callbacks (log, lifecycle, SwanLab) and the Trainer."""
-    from duotune.collators import Seq2SeqCollator
+    """The collator, the throughput meter, the callbacks (log, lifecycle, SwanLab) and the Trainer."""
     from duotune.trainer.run.framework import make_trainer
     from duotune.trainer.run.guard import NonFiniteGuard, make_guard_callback
     from duotune.trainer.run.lifecycle import GracefulStop, make_lifecycle_callback
     from duotune.trainer.run.tracking import make_log_callback, start_swanlab
 
     recipe = run.recipe
-    collator = Seq2SeqCollator.from_tokenizer(run.tokenizer, pad_to_multiple_of=recipe.pad_to_multiple_of)
+    collator = _collator(run)
+    run.throughput = _throughput_meter(run)
     run.stop = GracefulStop()
     run.guard = NonFiniteGuard(
         allowed_skips=recipe.skip_nonfinite_steps,
@@ -282,6 +316,8 @@ def build_trainer(run: _Run, args):
         tokenizer=run.tokenizer,
         callbacks=callbacks,
         loraplus_lr_ratio=recipe.loraplus_lr_ratio,
+        throughput=run.throughput,
+        learned_logits_only=run.kernels.learned_logits_only,
         guard=run.guard,
     )
     return run.trainer
@@ -298,6 +334,7 @@ def train(run: _Run, trainer):
         remove_incomplete_checkpoints,
         write_failure,
     )
+    from duotune.trainer.run.throughput import describe
 
     try:
         with run.stop:
@@ -311,10 +348,24 @@ def train(run: _Run, trainer):
         raise failure from None
     if run.stop.signum is not None:
         raise Interrupted(run.stop.signum, trainer.state.global_step, last_complete_checkpoint(run.out))
+    summary = run.throughput.summary()  # every process takes part (the counts are summed over them)
+    kv("throughput", describe(summary))
+    result.metrics.update({f"train_{key}": value for key, value in summary.items()})
     memory = run.plan.backend.memory_stats()
     if memory:
         kv("memory", ", ".join(f"{k.replace('_bytes', '')} {v / 2**30:.2f} GiB" for k, v in memory.items()))
     return result
+
+
+def end_processes(run: _Run) -> None:
+    """In a multi-process run, every process waits for rank 0's saving, then the collective group is
+    closed: a process that exits with the group still open can abort in the collective library's
+    threads ("terminate called without an active exception") and fail a finished run."""
+    import torch.distributed as dist
+
+    if run.world > 1 and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def save_results(run: _Run, trainer, result) -> None:
@@ -373,6 +424,37 @@ def _final_evaluation(trainer) -> None:
     metrics = {k: v for k, v in final.items() if k.startswith("eval_")}
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics)
+
+
+def _collator(run: _Run):
+    """Padding-free when the batching allows it, else padded to the longest example."""
+    from duotune.collators import PaddingFreeCollator, Seq2SeqCollator
+
+    if run.batching.padding_free:
+        import torch
+        from duotune.trainer.model.load import TORCH_DTYPES
+
+        dtype = getattr(torch, TORCH_DTYPES[run.plan.precision])  # the 4-D mask's, where one is needed
+        return PaddingFreeCollator(boundaries=run.batching.boundaries, mask_dtype=dtype)
+    return Seq2SeqCollator.from_tokenizer(run.tokenizer, pad_to_multiple_of=run.recipe.pad_to_multiple_of)
+
+
+def _throughput_meter(run: _Run):
+    from duotune.trainer.run.throughput import ThroughputMeter, flop_counter
+
+    backend = run.plan.backend
+    peak_flops = backend.peak_flops(run.plan.precision)[0] if backend.is_accelerator else None
+
+    def peak_memory() -> int | None:
+        return next((v for k, v in backend.memory_stats().items() if k.startswith("peak")), None)
+
+    return ThroughputMeter(
+        flops=flop_counter(run.model, run.recipe.gradient_checkpointing),
+        peak_flops=peak_flops,
+        peak_memory=peak_memory,
+        learned_logits_only=run.kernels.learned_logits_only,
+        processes=run.world,
+    )
 
 
 def _finish_swanlab(run: _Run, failed: bool = False) -> None:

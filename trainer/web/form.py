@@ -65,7 +65,7 @@ BASIC_KEYS = frozenset(
         "learning_rate", "num_train_epochs", "max_steps", "max_grad_norm", "per_device_train_batch_size",
         "gradient_accumulation_steps", "lr_scheduler_type", "output_dir", "overwrite_output_dir",
         "resume_from_checkpoint", "lora_rank", "lora_alpha", "lora_dropout", "lora_target",
-        "report_to", "swanlab_mode", "swanlab_project", "experiment_name",
+        "padding_free", "packing", "flash_attn", "report_to", "swanlab_mode", "swanlab_project", "experiment_name",
     }
 )  # fmt: skip
 

@@ -29,8 +29,7 @@ GROUPS = {
     "lora": {"en": "LoRA", "zh": "LoRA 参数"},
     "train": {"en": "Training", "zh": "训练"},
     "tracking": {"en": "Tracking", "zh": "实验跟踪"},
-    "performance": {"en": "Performance", "zh": "性能"},
-    "throughput": {"en": "Throughput", "zh": "吞吐"},
+    "speed": {"en": "Speed: batching and kernels", "zh": "速度：批处理与内核"},
 }
 
 # recipe key -> (English label, Chinese label, Chinese help)
@@ -233,7 +232,7 @@ RECIPE: dict[str, tuple[str, str, str]] = {
         "绘制损失曲线",
         "结束时写出 training_loss.png（以及 training_eval_loss.png）。",
     ),
-    # throughput keys (issue 13), translated ahead of their arrival in the recipe
+    # speed: batching and kernels
     "padding_free": (
         "Padding-free batches",
         "无填充批次",

@@ -34,7 +34,7 @@ from .progress import build_progress, loss_frame, lr_frame, progress_html, stats
 
 __all__ = ["build_train_tab"]
 
-GROUP_ORDER = ("model", "data", "train", "lora", "tracking")
+GROUP_ORDER = ("model", "data", "train", "lora", "speed", "tracking")
 RUN_KEYS = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint")  # shown with Start
 OPEN_GROUPS = {"model", "data", "train"}
 SECRET_FIELDS = (("hf_token", "HF_TOKEN"), ("modelers_token", "MODELERS_TOKEN"), ("swanlab_api_key", "SWANLAB_API_KEY"))  # fmt: skip
