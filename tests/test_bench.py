@@ -90,3 +90,16 @@ def test_the_command_refuses_an_unknown_pipeline(tmp_path):
     bad = run_cli("duotune", "bench", "--pipelines", "plain,fast", cwd=tmp_path)
     assert bad.returncode == 2 and "--pipelines" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "saves").exists()
+
+
+def test_a_users_mistake_in_a_benchmark_child_comes_back_as_its_one_line():
+    """A run's UserError in its child process reaches the parent as that UserError (exit 2, one line at
+    the console), not as a traceback; any other exception stays a failure with its traceback."""
+    from duotune.trainer.commands.bench import _call, check_overrides
+    from duotune.trainer.common.errors import UserError
+
+    with pytest.raises(UserError) as caught:
+        _call(check_overrides, BenchConfig(extra={"lora_rnk": 3}), isolate=True)
+    assert caught.value.problems == ["bench KEY=VALUE: unknown key 'lora_rnk'; did you mean 'lora_rank'?"]
+    with pytest.raises(RuntimeError, match=r"(?s)failed in its process:\n.*Traceback.*ZeroDivisionError"):
+        _call(divmod, 1, 0, isolate=True)

@@ -241,6 +241,30 @@ for key, value in NUMBERS:
 case("number-eval_steps-0", [*TRAIN, "eval_steps=0", "val_size=0.1"], ["'eval_steps'"])
 case("number-skip_nonfinite_steps-negative", [*TRAIN, "skip_nonfinite_steps=-1"], ["'skip_nonfinite_steps'"])
 
+# speed keys (issue 13) and `duotune bench`, whose KEY=VALUE pairs are checked before anything is built
+case("speed-padding_free-not-a-choice", [*TRAIN, "padding_free=maybe"], ["'padding_free'", "auto"])
+case(
+    "speed-packing-without-padding-free",
+    [*TRAIN, "packing=true", "padding_free=false"],
+    ["packing", "padding_free"],
+)
+case("speed-flash_attn-unknown", [*TRAIN, "flash_attn=fa3"], ["'flash_attn'", "fa2"])
+case(
+    "speed-flash_attn-contradicts-attn_implementation",
+    [*TRAIN, "flash_attn=sdpa", "attn_implementation=eager"],
+    ["flash_attn", "attn_implementation"],
+)
+case("speed-use_liger_kernel-number", [*TRAIN, "use_liger_kernel=2"], ["'use_liger_kernel'"])
+case("speed-npu_fused_ops-word", [*TRAIN, "npu_fused_ops=sometimes"], ["'npu_fused_ops'"])
+case("speed-group_by_length-word", [*TRAIN, "group_by_length=often"], ["'group_by_length'"])
+BENCH = ["bench", "--steps", "1", "--repeats", "1", "--conversations", "20", "--output-dir", "{root}/bench"]
+case("bench-unknown-key", [*BENCH, "lora_rnk=3"], ["lora_rnk", "lora_rank"])
+case("bench-bad-value", [*BENCH, "padding_free=maybe"], ["'padding_free'"])
+case("bench-key-contradicts-a-pipeline", [*BENCH, "padding_free=false"], ["packing", "padding_free"])
+case("bench-negative-max_steps", [*BENCH, "max_steps=-3"], ["'max_steps'"])
+case("bench-unknown-pipeline", [*BENCH, "--pipelines", "plain,turbo"], ["--pipelines"], usage=True)
+case("bench-steps-0", ["bench", "--steps", "0"], ["--steps"], usage=True)
+
 
 def _numeric_keys() -> dict[str, type]:
     """Every int or float recipe key (None allowed or not), read from the Recipe dataclass, so a key added

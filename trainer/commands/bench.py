@@ -30,7 +30,7 @@ from typing import Any
 import click
 from duotune.backends.registry import DEVICE_CHOICES
 
-__all__ = ["BenchConfig", "bench_cmd", "run_bench", "summarise"]
+__all__ = ["BenchConfig", "bench_cmd", "check_overrides", "run_bench", "summarise"]
 
 PIPELINES = ("plain", "duotune", "packing")
 # duotune's runs and the recipe keys they add to its defaults; "padded" and "grouped" are there to compare
@@ -117,6 +117,10 @@ def _call(function, *args, isolate: bool):
     child.start()
     outcome = queue.get()
     child.join()
+    if "user_error" in outcome:
+        from duotune.trainer.common.errors import UserError
+
+        raise UserError(*outcome["user_error"])
     if "error" in outcome:
         raise RuntimeError(f"bench: {function.__name__}{args[:2]} failed in its process:\n{outcome['error']}")
     return outcome["result"]
@@ -131,9 +135,13 @@ def _child(queue, function, args, parent: int) -> None:
         os._exit(1)
 
     threading.Thread(target=orphaned, daemon=True).start()
+    from duotune.trainer.common.errors import UserError
+
     try:
         queue.put({"result": function(*args)})
-    except BaseException:  # report anything to the parent, which raises it
+    except UserError as e:  # the user's mistake: the parent prints its one line
+        queue.put({"user_error": e.problems})
+    except BaseException:  # report anything else to the parent, which raises it
         import traceback
 
         queue.put({"error": traceback.format_exc()})
@@ -353,7 +361,24 @@ def _duotune_pipeline(config: BenchConfig, model_dir: Path, train_file: Path, ru
     from duotune.trainer.recipe import load_recipe
     from duotune.trainer.run.workflow import run_training
 
-    keys = {
+    keys = duotune_recipe_keys(config, model_dir, train_file, run_dir, keys)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    recipe_file = run_dir / "bench_recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump(keys, sort_keys=False), encoding="utf-8")
+    recipe, path = load_recipe(recipe_file)
+    result = run_training(recipe, path)
+    metrics = result.metrics
+    real = float(metrics["train_real_tokens"])
+    padding = float(metrics["train_padding_fraction"])
+    counts = {"real": real, "slots": real / (1.0 - padding), "train_s": float(metrics["train_runtime"])}
+    trainer = result.trainer
+    return result.model, getattr(trainer, "processing_class", None) or trainer.tokenizer, counts
+
+
+def duotune_recipe_keys(config: BenchConfig, model_dir: Path, train_file: Path, run_dir: Path, keys: dict):
+    """The recipe of one of duotune's runs: the shared settings, the pipeline's ``keys``, then the
+    user's KEY=VALUE pairs."""
+    return {
         **keys,
         "model_name_or_path": str(model_dir),
         "dataset": [str(train_file)],
@@ -378,17 +403,40 @@ def _duotune_pipeline(config: BenchConfig, model_dir: Path, train_file: Path, ru
         "seed": config.seed,
         **config.extra,
     }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    recipe_file = run_dir / "bench_recipe.yaml"
-    recipe_file.write_text(yaml.safe_dump(keys, sort_keys=False), encoding="utf-8")
-    recipe, path = load_recipe(recipe_file)
-    result = run_training(recipe, path)
-    metrics = result.metrics
-    real = float(metrics["train_real_tokens"])
-    padding = float(metrics["train_padding_fraction"])
-    counts = {"real": real, "slots": real / (1.0 - padding), "train_s": float(metrics["train_runtime"])}
-    trainer = result.trainer
-    return result.model, getattr(trainer, "processing_class", None) or trainer.tokenizer, counts
+
+
+def check_overrides(config: BenchConfig) -> None:
+    """The KEY=VALUE pairs checked as `train` checks a recipe, for each of duotune's pipelines, before
+    anything is built or run. Raises UserError naming the key."""
+    import difflib
+
+    from duotune.trainer.common.errors import UserError
+    from duotune.trainer.recipe import Recipe, coerce_value, recipe_fields
+
+    fields = recipe_fields()
+    problems: list[str] = []
+    for key, value in config.extra.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields.keys(), n=1, cutoff=0.6)
+            problems.append(f"unknown key '{key}'" + (f"; did you mean '{close[0]}'?" if close else ""))
+            continue
+        try:
+            coerce_value(key, value)
+        except ValueError as e:
+            problems.append(f"'{key}': {e}")
+    for pipeline in config.pipelines:
+        if problems or pipeline not in DUOTUNE_PIPELINES:
+            continue
+        keys = duotune_recipe_keys(
+            config, Path("model"), Path("train.json"), Path("run"), DUOTUNE_PIPELINES[pipeline]
+        )
+        recipe = Recipe(**{k: coerce_value(k, v) for k, v in keys.items() if v is not None})
+        problems += [f"{p} (in the {pipeline} runs)" for p in recipe.validate()]
+    if problems:
+        raise UserError(
+            f"bench KEY=VALUE: {problems[0]}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+        )
 
 
 def heldout_loss(model, tokenizer, heldout_file: Path, cutoff_len: int, batch_size: int) -> float:
@@ -561,6 +609,7 @@ def bench_cmd(
         gradient_checkpointing=not no_checkpointing,
     )
     config.extra = parse_overrides(overrides)
+    check_overrides(config)
     run_bench(config)
 
 
