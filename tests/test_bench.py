@@ -95,8 +95,10 @@ def test_the_command_refuses_an_unknown_pipeline(tmp_path):
 def test_a_users_mistake_in_a_benchmark_child_comes_back_as_its_one_line():
     """A run's UserError in its child process reaches the parent as that UserError (exit 2, one line at
     the console), not as a traceback; any other exception stays a failure with its traceback."""
-    from duotune.trainer.commands.bench import _call, check_overrides
+    from duotune.trainer.commands.bench import KNOWN_PIPELINES, _call, check_overrides
     from duotune.trainer.common.errors import UserError
+
+    check_overrides(BenchConfig(pipelines=KNOWN_PIPELINES, extra={"flash_attn": "sdpa", "lora_dropout": 0}))
 
     with pytest.raises(UserError) as caught:
         _call(check_overrides, BenchConfig(extra={"lora_rnk": 3}), isolate=True)
