@@ -125,7 +125,7 @@ def test_a_second_run_into_the_same_output_dir_is_refused_at_once(tmp_path):
         assert "model" not in second.stdout  # refused before the model or the data were loaded
         assert first.poll() is None  # the first run was still going all along
     finally:
-        hold.unlink()
+        hold.unlink(missing_ok=True)
         _, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stderr[-3000:]
     status = read_run_status(out)
