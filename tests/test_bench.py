@@ -102,6 +102,6 @@ def test_a_users_mistake_in_a_benchmark_child_comes_back_as_its_one_line():
 
     with pytest.raises(UserError) as caught:
         _call(check_overrides, BenchConfig(extra={"lora_rnk": 3}), isolate=True)
-    assert caught.value.problems == ["bench KEY=VALUE: unknown key 'lora_rnk'; did you mean 'lora_rank'?"]
+    assert caught.value.problems == ["bench: unknown key 'lora_rnk' (KEY=VALUE); did you mean 'lora_rank'?"]
     with pytest.raises(RuntimeError, match=r"(?s)failed in its process:\n.*Traceback.*ZeroDivisionError"):
         _call(divmod, 1, 0, isolate=True)

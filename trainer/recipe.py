@@ -644,11 +644,22 @@ def load_recipe(
     """
     src = Path(path) if path is not None else default_recipe_path()
     raw = _read_yaml(src)
+    recipe, problems = _typed_recipe([(str(src), raw), ("command line", overrides or {})])
+    if problems:
+        raise UserError(*_headed(src, problems))
+    if recipe.report_to == ["none"]:
+        recipe.report_to = []
+    return recipe, src
+
+
+def _typed_recipe(mappings: list[tuple[str, dict[str, Any]]]) -> tuple[Recipe, list[str]]:
+    """A Recipe from ``(origin, mapping)`` pairs applied in order, and every problem with them: unknown
+    keys, values of the wrong type, impossible values and combinations (each naming its origin)."""
     fields = recipe_fields()
     problems: list[str] = []
     values: dict[str, Any] = {}
     bad_keys: set[str] = set()
-    for origin, mapping in ((str(src), raw), ("command line", overrides or {})):
+    for origin, mapping in mappings:
         for key, value in mapping.items():
             if key not in fields:
                 close = difflib.get_close_matches(str(key), fields.keys(), n=1, cutoff=0.6)
@@ -666,11 +677,13 @@ def load_recipe(
     # value checks run even when some keys had the wrong type, so one pass reports everything; a check
     # about a key already reported as mistyped would only repeat it
     problems += [p for p in recipe.validate() if not any(p.startswith(f"'{k}'") for k in bad_keys)]
-    if problems:
-        raise UserError(*_headed(src, problems))
-    if recipe.report_to == ["none"]:
-        recipe.report_to = []
-    return recipe, src
+    return recipe, problems
+
+
+def recipe_problems(values: dict[str, Any], origin: str) -> list[str]:
+    """Everything `train` would refuse in a recipe given as one mapping (``origin`` names where it
+    came from in the messages); empty when it would run."""
+    return _typed_recipe([(origin, values)])[1]
 
 
 def _headed(src: Path, problems: list[str]) -> list[str]:

@@ -406,36 +406,27 @@ def duotune_recipe_keys(config: BenchConfig, model_dir: Path, train_file: Path, 
 
 
 def check_overrides(config: BenchConfig) -> None:
-    """The KEY=VALUE pairs checked as `train` checks a recipe, for each of duotune's pipelines, before
-    anything is built or run. Raises UserError naming the key."""
-    import difflib
-
+    """The KEY=VALUE pairs checked as `train` checks a recipe (recipe_problems), in each of duotune's
+    pipelines, before anything is built or run. Raises UserError naming the key."""
     from duotune.trainer.common.errors import UserError
-    from duotune.trainer.recipe import Recipe, coerce_value, recipe_fields
+    from duotune.trainer.recipe import recipe_problems
 
-    fields = recipe_fields()
+    origin = "KEY=VALUE"
     problems: list[str] = []
-    for key, value in config.extra.items():
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), fields.keys(), n=1, cutoff=0.6)
-            problems.append(f"unknown key '{key}'" + (f"; did you mean '{close[0]}'?" if close else ""))
-            continue
-        try:
-            coerce_value(key, value)
-        except ValueError as e:
-            problems.append(f"'{key}': {e}")
-    for pipeline in config.pipelines:
-        if problems or pipeline not in DUOTUNE_PIPELINES:
-            continue
+    for pipeline in [p for p in config.pipelines if p in DUOTUNE_PIPELINES] or ["duotune"]:
         keys = duotune_recipe_keys(
             config, Path("model"), Path("train.json"), Path("run"), DUOTUNE_PIPELINES[pipeline]
         )
-        recipe = Recipe(**{k: coerce_value(k, v) for k, v in keys.items() if v is not None})
-        problems += [f"{p} (in the {pipeline} runs)" for p in recipe.validate()]
+        for problem in recipe_problems({k: v for k, v in keys.items() if v is not None}, origin):
+            # a key's own problem is the same in every pipeline; a combination names the pipeline
+            message = problem if f"({origin})" in problem else f"{problem} (in the {pipeline} runs)"
+            if message not in problems:
+                problems.append(message)
+        if problems:  # the first pipeline that fails says it
+            break
     if problems:
         raise UserError(
-            f"bench KEY=VALUE: {problems[0]}"
-            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            f"bench: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
         )
 
 
