@@ -91,6 +91,8 @@ class Backend(ABC):
     supports_liger: bool = False
     #: apply_fused_ops has fused operators for some models here (`npu_fused_ops`)
     supports_fused_ops: bool = False
+    #: dropout_layer has a faster dropout for LoRA's inputs here (`fast_dropout`)
+    supports_fast_dropout: bool = False
 
     @abstractmethod
     def availability(self) -> Availability: ...
@@ -139,6 +141,11 @@ class Backend(ABC):
 
         Returns (names of the operators now in use, a note on why any were left out)."""
         return [], f"no fused operators for {self.name}"
+
+    def dropout_layer(self, p: float):
+        """A module that does LoRA's input dropout faster here than ``torch.nn.Dropout(p)`` (same
+        distribution), or None where PyTorch's own is the fast one (a fused kernel on CUDA and Ascend)."""
+        return None
 
     def peak_flops(self, precision: str) -> tuple[float | None, str]:
         """Dense peak FLOP/s of one device at ``precision`` (for MFU), and where the figure came from."""

@@ -20,6 +20,7 @@ ARGS = [
     "save_steps=1000",
     "logging_steps=1",
     "report_to=none",
+    "lora_dropout=0.1",  # random masks (fast_dropout's on CPU) that a resumed run must draw again exactly
 ]
 
 

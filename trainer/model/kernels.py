@@ -2,6 +2,8 @@
 
 - Liger's fused Triton kernels on CUDA (``use_liger_kernel``, transformers' own switch);
 - the Ascend fused operators of backends/npu.py (``npu_fused_ops``);
+- LoRA's dropout masks drawn from 32-bit random integers on CPU (``fast_dropout``, backends/dropout.py):
+  the same distribution, other draws than PyTorch's per-element Bernoulli kernel;
 - the output head and cross-entropy at learned positions only. The loss reads the logits only where the
   next token's label is learned, so the other positions' logits (one vocabulary-sized row per token, the
   largest activation of a chat fine-tune) are never computed: the model is asked for
@@ -21,6 +23,7 @@ from duotune.trainer.common.errors import UserError
 
 __all__ = [
     "Kernels",
+    "apply_fast_dropout",
     "apply_fused_ops",
     "learned_logits_supported",
     "learned_positions_only",
@@ -40,6 +43,8 @@ class Kernels:
     fused_ops_why: str = ""
     learned_logits_only: bool = False
     learned_logits_why: str = ""
+    fast_dropout: bool = False
+    fast_dropout_why: str = ""
 
     def describe(self) -> str:
         on, off = [], []
@@ -54,6 +59,8 @@ class Kernels:
             off.append(f"Ascend fused ops ({self.fused_ops_why})")
         head = "output head on learned positions only"
         (on if self.learned_logits_only else off).append(f"{head} ({self.learned_logits_why})")
+        if self.fast_dropout_why:
+            (on if self.fast_dropout else off).append(f"fast dropout ({self.fast_dropout_why})")
         return "on: " + ("; ".join(on) if on else "none") + " | off: " + ("; ".join(off) if off else "none")
 
 
@@ -95,6 +102,30 @@ def apply_fused_ops(recipe, backend, model) -> tuple[list[str], str]:
     if not used and wanted is True:
         raise UserError(f"npu_fused_ops: true: {note}; set npu_fused_ops: auto")
     return used, note
+
+
+def apply_fast_dropout(recipe, backend, model) -> tuple[bool, str]:
+    """Swap LoRA's dropout modules for the backend's faster one (after LoRA is attached)."""
+    if recipe.fast_dropout is False:
+        return False, "fast_dropout: false"
+    if not backend.supports_fast_dropout:
+        return False, f"CPU only; {backend.name}'s own dropout is one fused kernel"
+    if not recipe.lora_dropout:
+        return False, "lora_dropout is 0"
+    import torch
+
+    swapped = 0
+    for module in model.modules():
+        dropouts = getattr(module, "lora_dropout", None)
+        if not hasattr(dropouts, "items"):
+            continue
+        for name, layer in list(dropouts.items()):
+            if type(layer) is torch.nn.Dropout and layer.p > 0:
+                dropouts[name] = backend.dropout_layer(layer.p)
+                swapped += 1
+    if not swapped:
+        return False, "this peft builds no nn.Dropout for LoRA's inputs"
+    return True, f"LoRA's dropout masks from 32-bit random integers on {swapped} layers; same distribution"
 
 
 def learned_logits_supported(model, liger: bool) -> tuple[bool, str]:

@@ -201,7 +201,7 @@ def load_model_with_lora(run: _Run) -> None:
     """Backend set-up, then the base model with the LoRA adapter on it (seeded: same seed, same init),
     its batch layout and kernels confirmed against the model."""
     from duotune.trainer.model.attention import enable_batching
-    from duotune.trainer.model.kernels import apply_fused_ops, learned_logits_supported
+    from duotune.trainer.model.kernels import apply_fast_dropout, apply_fused_ops, learned_logits_supported
     from duotune.trainer.model.load import apply_lora, count_parameters, load_model
     from transformers import set_seed
 
@@ -218,6 +218,9 @@ def load_model_with_lora(run: _Run) -> None:
     kernels = run.kernels
     kernels.fused_ops, kernels.fused_ops_why = apply_fused_ops(run.recipe, run.plan.backend, model)
     run.model = apply_lora(model, run.recipe)
+    kernels.fast_dropout, kernels.fast_dropout_why = apply_fast_dropout(
+        run.recipe, run.plan.backend, run.model
+    )
     kernels.learned_logits_only, kernels.learned_logits_why = learned_logits_supported(
         run.model, kernels.liger
     )

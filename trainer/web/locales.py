@@ -263,6 +263,11 @@ RECIPE: dict[str, tuple[str, str, str]] = {
         "NPU 融合算子",
         "昇腾：用 Ascend 适配层的融合算子（npu_rms_norm、npu_rotary_mul、npu_swiglu）替换 RMSNorm、旋转位置编码和 SwiGLU。",
     ),
+    "fast_dropout": (
+        "Fast dropout",
+        "快速 Dropout",
+        "CPU：用 32 位随机整数生成 LoRA 的 dropout 掩码（比 PyTorch 逐元素抽样快约 3 倍；分布相同，抽样结果不同）；`false` 使用 PyTorch 的 nn.Dropout。",
+    ),
 }
 
 # elem_id -> {"en": {...}, "zh": {...}} with "label" (and "info" or "value" for buttons/markdown)
