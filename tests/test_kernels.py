@@ -240,7 +240,9 @@ def test_fast_dropout_goes_on_only_on_cpu_with_dropout_and_leaves_the_adapter_al
         return get_peft_model(tiny_model("sdpa"), config)
 
     def dropouts(model):
-        return [type(layer) for m in model.modules() if hasattr(m, "lora_A") for layer in m.lora_dropout.values()]
+        return [
+            type(layer) for m in model.modules() if hasattr(m, "lora_A") for layer in m.lora_dropout.values()
+        ]
 
     model = lora_model(0.1)
     keys = set(model.state_dict())
