@@ -257,6 +257,7 @@ case(
 case("speed-use_liger_kernel-number", [*TRAIN, "use_liger_kernel=2"], ["'use_liger_kernel'"])
 case("speed-npu_fused_ops-word", [*TRAIN, "npu_fused_ops=sometimes"], ["'npu_fused_ops'"])
 case("speed-group_by_length-word", [*TRAIN, "group_by_length=often"], ["'group_by_length'"])
+case("speed-fast_dropout-word", [*TRAIN, "fast_dropout=quick"], ["'fast_dropout'"])
 BENCH = ["bench", "--steps", "1", "--repeats", "1", "--conversations", "20", "--output-dir", "{root}/bench"]
 case("bench-unknown-key", [*BENCH, "lora_rnk=3"], ["lora_rnk", "lora_rank"])
 case("bench-bad-value", [*BENCH, "padding_free=maybe"], ["'padding_free'"])
