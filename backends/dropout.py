@@ -1,9 +1,8 @@
 """A faster dropout for LoRA's inputs on CPU (``fast_dropout``).
 
-PyTorch's CPU dropout draws its Bernoulli mask one element at a time through a generic distribution
-kernel, on one core (its vectorised MKL draw is used only on Intel processors); on this project's
-machine that was about a quarter of a LoRA training step. ``MaskDropout`` draws the same Bernoulli(p)
-mask from raw 32-bit random integers instead:
+On this project's machine (AMD EPYC, 2 cores, torch 2.13 CPU) PyTorch's dropout drew its Bernoulli mask
+at about 6 ns per element, on one core: about a quarter of a LoRA training step. ``MaskDropout`` draws
+the same Bernoulli(p) mask from raw 32-bit random integers instead, about 3x faster per mask there:
 
 - each block of ``BLOCK`` 64-bit words (two elements each) comes from its own SFC64 stream (numpy's
   small fast chaotic generator, about twice as fast per bit as PyTorch's Mersenne Twister), seeded by
