@@ -380,7 +380,10 @@ def test_kill_9_at_any_moment_leaves_a_resumable_run(tmp_path):
     args = [*BASE, "max_steps=12", "save_steps=1", "save_total_limit=2", f"output_dir={out}"]
     for delay in (0.0, 0.13, 0.29):
         cmd = [str(BIN / "train"), *args] + (["resume_from_checkpoint=auto"] if out.exists() else [])
-        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # paced: a fast machine must not finish the 12 steps before each kill lands
+        proc = subprocess.Popen(
+            cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=paced(step_seconds=0.1)
+        )
         seen = last_complete_checkpoint(out)
         deadline = time.time() + 180
         while last_complete_checkpoint(out) in (None, seen):
