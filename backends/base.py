@@ -144,7 +144,7 @@ class Backend(ABC):
 
     def dropout_layer(self, p: float):
         """A module that does LoRA's input dropout faster here than ``torch.nn.Dropout(p)`` (same
-        distribution), or None where PyTorch's own is the fast one (a fused kernel on CUDA and Ascend)."""
+        distribution), or None where PyTorch's own serves (on CUDA it is one fused kernel)."""
         return None
 
     def peak_flops(self, precision: str) -> tuple[float | None, str]:

@@ -109,7 +109,7 @@ def apply_fast_dropout(recipe, backend, model) -> tuple[bool, str]:
     if recipe.fast_dropout is False:
         return False, "fast_dropout: false"
     if not backend.supports_fast_dropout:
-        return False, f"CPU only; {backend.name}'s own dropout is one fused kernel"
+        return False, f"CPU only, this is {backend.name}"
     if not recipe.lora_dropout:
         return False, "lora_dropout is 0"
     import torch
