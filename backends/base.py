@@ -144,8 +144,8 @@ class Backend(ABC):
 
     def dropout_layer(self, p: float):
         """A module that does LoRA's input dropout faster here than ``torch.nn.Dropout(p)`` (same
-        distribution), or None where PyTorch's own serves (on CUDA it is one fused kernel)."""
-        return None
+        distribution). Called only where ``supports_fast_dropout``; elsewhere PyTorch's own serves."""
+        raise NotImplementedError(f"{self.name} has no faster dropout (supports_fast_dropout is False)")
 
     def peak_flops(self, precision: str) -> tuple[float | None, str]:
         """Dense peak FLOP/s of one device at ``precision`` (for MFU), and where the figure came from."""
